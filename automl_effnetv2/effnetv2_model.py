@@ -1,0 +1,362 @@
+"""EfficientNet V1/V2 networks in Keras 3, built from `effnetv2_configs`.
+
+[1] Tan & Le, EfficientNet: Rethinking Model Scaling for CNNs, ICML 2019.
+[2] Tan & Le, EfficientNetV2: Smaller Models and Faster Training, ICML 2021.
+
+The graph follows upstream's effnetv2_model.py (google/automl a6bb1ff):
+stem, MBConv / fused MBConv blocks with squeeze-excite and stochastic depth,
+head. Initializers, BN settings and filter/repeat rounding are upstream's.
+
+Two things differ in form, not in numbers (docs/deviations.md):
+- The model is a functional Keras model taking any image size (H, W >= 32),
+  returning logits only (upstream also returned reduction endpoints).
+- The head dropout rate and the stochastic-depth survival probability live in
+  non-trainable variables, so progressive learning can change them between
+  stages without rebuilding or retracing the model.
+"""
+import copy
+import math
+import sys
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from automl_effnetv2 import effnetv2_configs
+from automl_effnetv2 import hparams
+from automl_effnetv2 import utils
+
+MIN_IMAGE_SIZE = 32
+
+
+class ConvKernelInitializer(keras.initializers.Initializer):
+  """normal(0, sqrt(2 / fan_out)), fan_out = kh * kw * out_channels.
+
+  Upstream uses an untruncated normal here, unlike Keras' VarianceScaling.
+  """
+
+  def __call__(self, shape, dtype=None):
+    kernel_height, kernel_width, _, out_filters = shape
+    fan_out = int(kernel_height * kernel_width * out_filters)
+    return keras.random.normal(
+        shape, mean=0.0, stddev=math.sqrt(2.0 / fan_out), dtype=dtype)
+
+
+class DenseKernelInitializer(keras.initializers.Initializer):
+  """uniform(-1/sqrt(units), 1/sqrt(units)), as upstream."""
+
+  def __call__(self, shape, dtype=None):
+    init_range = 1.0 / math.sqrt(shape[1])
+    return keras.random.uniform(
+        shape, minval=-init_range, maxval=init_range, dtype=dtype)
+
+
+class StochasticDepth(keras.layers.Layer):
+  """Drops the residual branch per example with probability 1 - survival_prob.
+
+  Kept branches are divided by survival_prob at training time (upstream's
+  drop_connect), so inference is the identity. The probability is a
+  non-trainable variable that `EffNetV2Model.set_survival_prob` rewrites.
+  """
+
+  def __init__(self, survival_prob=1.0, seed=None, **kwargs):
+    super().__init__(**kwargs)
+    self._initial_survival_prob = float(survival_prob)
+    self.seed_generator = keras.random.SeedGenerator(seed)
+
+  def build(self, input_shape):
+    self.survival_prob = self.add_weight(
+        name='survival_prob', shape=(),
+        initializer=keras.initializers.Constant(self._initial_survival_prob),
+        trainable=False, dtype='float32')
+
+  def call(self, inputs, training=None):
+    if not training:
+      return inputs
+    prob = tf.cast(self.survival_prob, inputs.dtype)
+    batch = tf.shape(inputs)[0]
+    noise = keras.random.uniform(
+        (batch, 1, 1, 1), seed=self.seed_generator, dtype=inputs.dtype)
+    keep = tf.floor(prob + noise)
+    return inputs / prob * keep
+
+
+class ScheduledDropout(keras.layers.Layer):
+  """Dropout whose rate is a non-trainable variable (rate 0 is the identity)."""
+
+  def __init__(self, rate=0.0, seed=None, **kwargs):
+    super().__init__(**kwargs)
+    self._initial_rate = float(rate)
+    self.seed_generator = keras.random.SeedGenerator(seed)
+
+  def build(self, input_shape):
+    self.rate = self.add_weight(
+        name='rate', shape=(),
+        initializer=keras.initializers.Constant(self._initial_rate),
+        trainable=False, dtype='float32')
+
+  def call(self, inputs, training=None):
+    if not training:
+      return inputs
+    keep_prob = 1.0 - tf.cast(self.rate, inputs.dtype)
+    noise = keras.random.uniform(
+        tf.shape(inputs), seed=self.seed_generator, dtype=inputs.dtype)
+    return inputs / keep_prob * tf.floor(keep_prob + noise)
+
+
+def round_filters(filters: int, mconfig, skip: bool = False) -> int:
+  """Scales a filter count by the width coefficient, rounded to the divisor."""
+  multiplier = mconfig.width_coefficient
+  divisor = mconfig.depth_divisor
+  if skip or not multiplier:
+    return filters
+  filters *= multiplier
+  min_depth = mconfig.min_depth or divisor
+  return int(max(min_depth, int(filters + divisor / 2) // divisor * divisor))
+
+
+def round_repeats(repeats: int, multiplier, skip: bool = False) -> int:
+  """Scales a repeat count by the depth coefficient, rounding up."""
+  if skip or not multiplier:
+    return repeats
+  return int(math.ceil(multiplier * repeats))
+
+
+def expand_block_args(mconfig):
+  """All blocks of the network, one BlockArgs each, with rounding applied."""
+  blocks = []
+  for stage in effnetv2_configs.decode(mconfig.blocks_args):
+    if stage.num_repeat <= 0:
+      raise ValueError(f'block {stage} must repeat at least once')
+    first = effnetv2_configs.BlockArgs(
+        num_repeat=1, kernel_size=stage.kernel_size, strides=stage.strides,
+        expand_ratio=stage.expand_ratio,
+        input_filters=round_filters(stage.input_filters, mconfig),
+        output_filters=round_filters(stage.output_filters, mconfig),
+        se_ratio=stage.se_ratio, conv_type=stage.conv_type)
+    repeats = round_repeats(stage.num_repeat, mconfig.depth_coefficient)
+    blocks.append(first)
+    rest = effnetv2_configs.BlockArgs(
+        num_repeat=1, kernel_size=first.kernel_size, strides=1,
+        expand_ratio=first.expand_ratio,
+        input_filters=first.output_filters,
+        output_filters=first.output_filters,
+        se_ratio=first.se_ratio, conv_type=first.conv_type)
+    blocks.extend([rest] * (repeats - 1))
+  return blocks
+
+
+def block_survival_prob(survival_prob, block_index: int, num_blocks: int):
+  """Upstream's linear decay: 1 - (1 - p) * i / N for block i of N."""
+  if not survival_prob:
+    return 1.0
+  return 1.0 - (1.0 - survival_prob) * float(block_index) / num_blocks
+
+
+class _Builder:
+  """Creates layers with upstream's settings; one method per building block."""
+
+  def __init__(self, mconfig):
+    self.mconfig = mconfig
+    self.act = utils.get_act_fn(mconfig.act_fn)
+    if mconfig.data_format not in (None, 'channels_last'):
+      raise ValueError(
+          f"data_format {mconfig.data_format!r} is not supported: this port "
+          "is channels_last only (set model.data_format=channels_last)")
+
+  def conv(self, filters, kernel_size, strides=1, use_bias=False, name=None):
+    return keras.layers.Conv2D(
+        filters, kernel_size, strides=strides, padding='same',
+        use_bias=use_bias, kernel_initializer=ConvKernelInitializer(),
+        name=name)
+
+  def norm(self, name):
+    m = self.mconfig
+    bn_type = m.bn_type
+    if bn_type == 'gn':
+      return keras.layers.GroupNormalization(
+          groups=m.gn_groups, epsilon=m.bn_epsilon, name=name)
+    return keras.layers.BatchNormalization(
+        momentum=m.bn_momentum, epsilon=m.bn_epsilon,
+        synchronized=bn_type in ('tpu_bn', 'sync_bn'), name=name)
+
+  def activation(self, x, name):
+    return keras.layers.Activation(self.act, name=name)(x)
+
+  def squeeze_excite(self, x, block: effnetv2_configs.BlockArgs, name):
+    filters = x.shape[-1]
+    se_filters = max(1, int(block.input_filters * block.se_ratio))
+    se = keras.layers.GlobalAveragePooling2D(
+        keepdims=True, name=name + '_se_squeeze')(x)
+    se = self.conv(se_filters, 1, use_bias=True, name=name + '_se_reduce')(se)
+    se = self.activation(se, name + '_se_act')
+    se = self.conv(filters, 1, use_bias=True, name=name + '_se_expand')(se)
+    se = keras.layers.Activation('sigmoid', name=name + '_se_gate')(se)
+    return keras.layers.Multiply(name=name + '_se_excite')([x, se])
+
+  def residual(self, inputs, x, block, survival_prob, name):
+    if block.strides == 1 and block.input_filters == block.output_filters:
+      x = StochasticDepth(survival_prob, name=name + '_drop')(x)
+      x = keras.layers.Add(name=name + '_add')([x, inputs])
+    return x
+
+  def conv_dropout(self, x, block, name):
+    if self.mconfig.conv_dropout and block.expand_ratio > 1:
+      x = keras.layers.Dropout(self.mconfig.conv_dropout,
+                               name=name + '_conv_dropout')(x)
+    return x
+
+  def mbconv(self, inputs, block, survival_prob, name):
+    """Inverted bottleneck: 1x1 expand, depthwise, SE, 1x1 project."""
+    x = inputs
+    filters = block.input_filters * block.expand_ratio
+    if block.expand_ratio != 1:
+      x = self.conv(filters, 1, name=name + '_expand_conv')(x)
+      x = self.norm(name + '_expand_bn')(x)
+      x = self.activation(x, name + '_expand_act')
+    x = keras.layers.DepthwiseConv2D(
+        block.kernel_size, strides=block.strides, padding='same',
+        use_bias=False, depthwise_initializer=ConvKernelInitializer(),
+        name=name + '_dwconv')(x)
+    x = self.norm(name + '_bn')(x)
+    x = self.activation(x, name + '_act')
+    x = self.conv_dropout(x, block, name)
+    if block.has_se:
+      x = self.squeeze_excite(x, block, name)
+    x = self.conv(block.output_filters, 1, name=name + '_project_conv')(x)
+    x = self.norm(name + '_project_bn')(x)
+    return self.residual(inputs, x, block, survival_prob, name)
+
+  def fused_mbconv(self, inputs, block, survival_prob, name):
+    """Fused: one k x k strided expand conv replaces 1x1 expand + depthwise."""
+    x = inputs
+    filters = block.input_filters * block.expand_ratio
+    if block.expand_ratio != 1:
+      x = self.conv(filters, block.kernel_size, strides=block.strides,
+                    name=name + '_expand_conv')(x)
+      x = self.norm(name + '_expand_bn')(x)
+      x = self.activation(x, name + '_expand_act')
+    x = self.conv_dropout(x, block, name)
+    if block.has_se:
+      x = self.squeeze_excite(x, block, name)
+    no_expansion = block.expand_ratio == 1
+    x = self.conv(block.output_filters,
+                  block.kernel_size if no_expansion else 1,
+                  strides=block.strides if no_expansion else 1,
+                  name=name + '_project_conv')(x)
+    x = self.norm(name + '_project_bn')(x)
+    if no_expansion:  # Upstream activates the projection only without expansion.
+      x = self.activation(x, name + '_project_act')
+    return self.residual(inputs, x, block, survival_prob, name)
+
+
+class EffNetV2Model(keras.Model):
+  """An EfficientNet V1/V2 classifier producing float32 logits.
+
+  Args:
+    model_name: a name from `effnetv2_configs.model_names()`, or None to use
+      `model_config` alone.
+    model_config: dict, Config or 'k=v' string overriding the `model` section
+      (e.g. `{'num_classes': 10, 'width_coefficient': 0.5}`).
+    input_shape: (H, W, 3); None dimensions accept any size >= 32.
+    name: Keras model name (defaults to the model name).
+  """
+
+  def __init__(self, model_name: Optional[str] = 'efficientnetv2-s',
+               model_config=None, input_shape=(None, None, 3), name=None):
+    cfg = copy.deepcopy(hparams.base_config)
+    if model_name:
+      cfg.override(effnetv2_configs.get_model_config(model_name))
+    cfg.model.override(model_config)
+    mconfig = cfg.model
+    if not mconfig.blocks_args:
+      raise ValueError('model.blocks_args is empty: pass a model_name or '
+                       'blocks_args in model_config')
+    builder = _Builder(mconfig)
+    blocks = expand_block_args(mconfig)
+
+    inputs = keras.Input(shape=input_shape, name='images')
+    x = builder.conv(round_filters(blocks[0].input_filters, mconfig, skip=True),
+                     3, strides=2, name='stem_conv')(inputs)
+    x = builder.norm('stem_bn')(x)
+    x = builder.activation(x, 'stem_act')
+
+    for index, block in enumerate(blocks):
+      prob = block_survival_prob(mconfig.survival_prob, index, len(blocks))
+      make = builder.fused_mbconv if block.fused else builder.mbconv
+      x = make(x, block, prob, name=f'blocks_{index}')
+
+    x = builder.conv(round_filters(mconfig.feature_size or 1280, mconfig), 1,
+                     name='head_conv')(x)
+    x = builder.norm('head_bn')(x)
+    x = builder.activation(x, 'head_act')
+    x = keras.layers.GlobalAveragePooling2D(name='head_pool')(x)
+    x = ScheduledDropout(mconfig.dropout_rate or 0.0, name='head_dropout')(x)
+    if mconfig.num_classes:
+      x = keras.layers.Dense(
+          mconfig.num_classes, kernel_initializer=DenseKernelInitializer(),
+          bias_initializer=keras.initializers.Constant(mconfig.headbias or 0),
+          name='head_dense')(x)
+    outputs = keras.layers.Activation('linear', dtype='float32',
+                                      name='logits')(x)
+    # Keras walks the functional graph recursively, one frame per layer; XL
+    # has about 1,900 layers, beyond Python's default limit of 1,000.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
+    super().__init__(inputs=inputs, outputs=outputs,
+                     name=name or mconfig.model_name)
+    self.cfg = cfg
+    self.mconfig = mconfig
+    self.num_blocks = len(blocks)
+
+  # -- per-stage regularization ----------------------------------------------
+  def set_dropout_rate(self, rate):
+    """Sets the head dropout rate (None or 0 switches it off)."""
+    rate = float(rate or 0.0)
+    if not 0.0 <= rate < 1.0:
+      raise ValueError(f'dropout rate must be in [0, 1), got {rate}')
+    self.get_layer('head_dropout').rate.assign(rate)
+
+  def set_survival_prob(self, survival_prob):
+    """Sets the stochastic-depth base probability; block i gets upstream's
+    1 - (1 - p) * i / N. None or 0 switches stochastic depth off."""
+    if survival_prob and not 0.0 < survival_prob <= 1.0:
+      raise ValueError(f'survival_prob must be in (0, 1], got {survival_prob}')
+    for index in range(self.num_blocks):
+      name = f'blocks_{index}_drop'
+      if name in self._layer_names():
+        self.get_layer(name).survival_prob.assign(
+            block_survival_prob(survival_prob, index, self.num_blocks))
+
+  @property
+  def dropout_rate(self) -> float:
+    return float(self.get_layer('head_dropout').rate.numpy())
+
+  def block_survival_probs(self):
+    return {layer.name: float(layer.survival_prob.numpy())
+            for layer in self.layers if isinstance(layer, StochasticDepth)}
+
+  def _layer_names(self):
+    return {layer.name for layer in self.layers}
+
+
+def get_model(model_name: str, num_classes: Optional[int] = None,
+              model_config=None) -> EffNetV2Model:
+  """Convenience builder: a named variant with an optional class count."""
+  overrides = hparams.Config()
+  if model_config is not None:
+    overrides.update(model_config if not isinstance(model_config, str) else
+                     hparams.parse_hparam_str(model_config))
+  if num_classes is not None:
+    overrides.update({'num_classes': num_classes})
+  return EffNetV2Model(model_name, overrides.as_dict())
+
+
+def count_params(model) -> int:
+  return int(sum(np.prod(w.shape) for w in model.trainable_weights) +
+             sum(np.prod(w.shape) for w in model.non_trainable_weights
+                 if not _is_schedule_variable(w)))
+
+
+def _is_schedule_variable(variable) -> bool:
+  return variable.path.endswith(('/survival_prob', '/rate'))
