@@ -363,6 +363,11 @@ base_config = Config(
             trainval=dict(num_images=None, files=None, tfds_split=None,
                           slice=None),
         ),
+        # Port additions: augmentation pixel constants (None keeps upstream's)
+        # and where tfds keeps prepared datasets (None: tfds' default).
+        translate_const=None,
+        cutout_const=None,
+        tfds_data_dir=None,
     ),
     runtime=dict(
         iterations_per_loop=1000,

@@ -23,3 +23,15 @@ def _seeded():
   import keras
   keras.utils.set_random_seed(1234)
   yield
+
+
+@pytest.fixture(scope='session')
+def fashion_mnist_tfds_dir(tmp_path_factory):
+  """tfds' fashion_mnist prepared once from the Debian files, offline."""
+  from automl_effnetv2 import local_data
+  folder = local_data.default_fashion_mnist_dir()
+  assert folder, ('the real Fashion-MNIST files are required: '
+                  'apt-get install -y dataset-fashion-mnist')
+  tfds_dir = str(tmp_path_factory.mktemp('tfds'))
+  local_data.prepare_fashion_mnist(folder, tfds_dir)
+  return tfds_dir

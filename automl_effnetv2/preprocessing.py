@@ -1,0 +1,183 @@
+"""Per-image preprocessing for training and evaluation.
+
+Three families, chosen by `augname` as upstream does:
+- default (`randaug`, `autoaug`, `ra_aa`, None): train = random crop with
+  area in [0.05, 1], bilinear resize, flip, optional augmentation; eval =
+  centre crop of size/(size+32) when size < 320, resize; output (x-128)/128.
+- `ft*` (fine-tuning): scale to [-1, 1], resize, flip, optional RandAugment /
+  AutoAugment when the name contains it, cutout for 'ft' or '*cutout*'.
+- `effnetv1_*`: EfficientNet V1's legacy path (crop area [0.08, 1], bicubic
+  resize, ImageNet mean/std normalization).
+
+Inputs are decoded images of any channel count or JPEG/PNG bytes. One-channel
+images (Fashion-MNIST) are repeated to three channels first; upstream failed
+on them. Randomness is stateless and driven by the `seed` argument.
+"""
+import tensorflow as tf
+
+from automl_effnetv2 import autoaugment
+
+IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+def to_rgb(image):
+  """Decodes bytes if needed and returns a uint8 [H, W, 3] image."""
+  if image.dtype == tf.string:
+    image = tf.io.decode_image(image, channels=3, expand_animations=False)
+  channels = image.shape[-1]
+  if channels is None:
+    image = tf.cond(tf.shape(image)[-1] == 1,
+                    lambda: tf.image.grayscale_to_rgb(image),
+                    lambda: image)
+  elif channels == 1:
+    image = tf.image.grayscale_to_rgb(image)
+  elif channels != 3:
+    raise ValueError(f'images must have 1 or 3 channels, got {channels}')
+  image.set_shape([None, None, 3])
+  return image
+
+
+def _augment_uint8(image, augname, ra_num_layers, ra_magnitude, seed,
+                   translate_const, cutout_const):
+  """Runs AutoAugment/RandAugment on a float [0, 255] image."""
+  dtype = image.dtype
+  image = tf.cast(tf.clip_by_value(image, 0.0, 255.0), tf.uint8)
+  image = autoaugment.distort_image(image, augname, ra_num_layers,
+                                    ra_magnitude, seed, translate_const,
+                                    cutout_const)
+  return tf.cast(image, dtype)
+
+
+def random_crop(image, seed, area_range=(0.05, 1.0), min_object_covered=0.0,
+                aspect_ratio_range=(0.75, 1.33), max_attempts=100):
+  """A random crop, as tf.image.sample_distorted_bounding_box picks it."""
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      tf.shape(image), tf.zeros([1, 0, 4], tf.float32), seed=seed,
+      min_object_covered=min_object_covered,
+      aspect_ratio_range=aspect_ratio_range, area_range=area_range,
+      max_attempts=max_attempts, use_image_if_no_bounding_boxes=True)
+  return tf.slice(image, begin, size)
+
+
+def center_crop(image, image_size):
+  """Crops the centre square of side size/(size+32) * min(H, W)."""
+  shape = tf.shape(image)
+  height, width = shape[0], shape[1]
+  ratio = image_size / (image_size + 32)
+  crop = tf.cast(ratio * tf.cast(tf.minimum(height, width), tf.float32),
+                 tf.int32)
+  crop = tf.maximum(crop, 1)
+  return tf.image.crop_to_bounding_box(image, (height - crop) // 2,
+                                       (width - crop) // 2, crop, crop)
+
+
+def preprocess_for_train(image, image_size, seed, augname=None,
+                         ra_num_layers=2, ra_magnitude=15,
+                         translate_const=None, cutout_const=None):
+  """Random crop, resize, flip, augmentation; float in [0, 255]."""
+  crop_seed, flip_seed, aug_seed = autoaugment.split_seed(seed, 3)
+  image = random_crop(image, crop_seed)
+  image = tf.image.resize(image, [image_size, image_size])
+  image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+  if augname:
+    image = _augment_uint8(image, augname, ra_num_layers, ra_magnitude,
+                           aug_seed, translate_const, cutout_const)
+  return image
+
+
+def preprocess_for_eval(image, image_size):
+  """Centre crop for sizes below 320, then resize; float in [0, 255]."""
+  if image_size < 320:
+    image = center_crop(image, image_size)
+  return tf.image.resize(image, [image_size, image_size])
+
+
+def preprocess_for_finetune(image, image_size, is_training, seed, augname,
+                            ra_num_layers=2, ra_magnitude=15,
+                            translate_const=None, cutout_const=None):
+  """Upstream's 'ft' path; output in [-1, 1]."""
+  mean, std = 0.5, 0.5
+  image = (tf.cast(image, tf.float32) / 255.0 - mean) / std
+  image = tf.image.resize(image, [image_size, image_size])
+  if not is_training:
+    return image
+  flip_seed, aug_seed, cutout_seed, noise_seed = autoaugment.split_seed(seed, 4)
+  image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+  for policy in ('autoaug', 'randaug'):
+    if policy in augname:
+      pixels = (image * std + mean) * 255.0
+      pixels = _augment_uint8(pixels, policy, ra_num_layers, ra_magnitude,
+                              aug_seed, translate_const, cutout_const)
+      image = (pixels / 255.0 - mean) / std
+  if augname == 'ft' or 'cutout' in augname:
+    # Upstream fills the hole with uniform noise in [0, 1).
+    noise = tf.random.stateless_uniform(tf.shape(image), noise_seed)
+    image = autoaugment.cutout(image, image_size // 4, noise, cutout_seed)
+  return image
+
+
+def preprocess_legacy(image, image_size, is_training, seed, augname=None,
+                      ra_num_layers=2, ra_magnitude=15, translate_const=None,
+                      cutout_const=None):
+  """EfficientNet V1's path, on decoded images; ImageNet-normalized output."""
+  if is_training:
+    crop_seed, flip_seed, aug_seed = autoaugment.split_seed(seed, 3)
+    cropped = random_crop(image, crop_seed, area_range=(0.08, 1.0),
+                          min_object_covered=0.1,
+                          aspect_ratio_range=(3. / 4., 4. / 3.),
+                          max_attempts=10)
+    # V1 falls back to the centre crop when sampling returned the full image.
+    unchanged = tf.reduce_all(tf.equal(tf.shape(cropped), tf.shape(image)))
+    image = tf.cond(unchanged, lambda: center_crop(image, image_size),
+                    lambda: cropped)
+    image = tf.image.resize(image, [image_size, image_size], 'bicubic')
+    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    if augname:
+      image = _augment_uint8(image, augname, ra_num_layers, ra_magnitude,
+                             aug_seed, translate_const, cutout_const)
+  else:
+    image = tf.image.resize(center_crop(image, image_size),
+                            [image_size, image_size], 'bicubic')
+  image = tf.cast(image, tf.float32)
+  return (image - IMAGENET_MEAN_RGB) / IMAGENET_STDDEV_RGB
+
+
+def preprocess_image(image, image_size, is_training, seed=None,
+                     image_dtype=None, augname=None, ra_num_layers=2,
+                     ra_magnitude=15, translate_const=None, cutout_const=None):
+  """Preprocesses one image for training or evaluation.
+
+  Args:
+    image: encoded bytes, or a decoded [H, W, C] image with C in {1, 3}.
+    image_size: output side length.
+    is_training: random crops, flips and augmentation when True.
+    seed: int32 [2] stateless seed; required when is_training.
+    image_dtype: output dtype (float32 when None).
+    augname: see the module docstring.
+    ra_num_layers, ra_magnitude: RandAugment's N and M.
+    translate_const, cutout_const: augmentation pixel constants (None keeps
+      upstream's: 100/40 for RandAugment, 250/100 for AutoAugment).
+
+  Returns:
+    A [image_size, image_size, 3] image; [-1, 1] for the default and ft paths.
+  """
+  if is_training and seed is None:
+    raise ValueError('training preprocessing needs a stateless seed')
+  image = to_rgb(image)
+  options = dict(ra_num_layers=ra_num_layers, ra_magnitude=ra_magnitude,
+                 translate_const=translate_const, cutout_const=cutout_const)
+  if augname and augname.startswith('effnetv1_'):
+    out = preprocess_legacy(image, image_size, is_training, seed,
+                            augname[len('effnetv1_'):], **options)
+  elif augname and augname.startswith('ft'):
+    out = preprocess_for_finetune(image, image_size, is_training, seed,
+                                  augname, **options)
+  else:
+    if is_training:
+      out = preprocess_for_train(image, image_size, seed, augname, **options)
+    else:
+      out = preprocess_for_eval(image, image_size)
+    out = (out - 128.0) / 128.0
+  out = tf.reshape(out, [image_size, image_size, 3])
+  return tf.cast(out, image_dtype or tf.float32)

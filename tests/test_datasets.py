@@ -1,0 +1,283 @@
+"""Input pipelines: real Fashion-MNIST offline, generated data elsewhere."""
+import gzip
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from automl_effnetv2 import datasets
+from automl_effnetv2 import local_data
+
+TFDS_DATASETS = ['cifar10', 'cifar100', 'flowers', 'tfflowers', 'cars',
+                 'imagenettfds']
+
+
+# -- Fashion-MNIST, real files -------------------------------------------------
+def test_fashion_mnist_is_registered_with_the_study_splits():
+  cls = datasets.get_dataset_class('fashion_mnist')
+  assert cls is datasets.FashionMNISTInput
+  splits = cls.cfg.splits
+  assert (splits.train.num_images, splits.train.tfds_split) == (60000, 'train')
+  assert (splits.minival.num_images, splits.minival.tfds_split) == (10000,
+                                                                    'test')
+  assert (splits.eval.num_images, splits.eval.tfds_split) == (10000, 'test')
+  assert cls.cfg.num_classes == 10
+
+
+@pytest.mark.parametrize('split,total', [('train', 60000), ('eval', 10000)])
+def test_fashion_mnist_counts_per_class(fashion_mnist_tfds_dir, split, total):
+  inp = datasets.FashionMNISTInput(is_training=False, image_size=32,
+                                   split=split,
+                                   tfds_data_dir=fashion_mnist_tfds_dir)
+  labels = []
+  for _, onehot in inp.make_source_dataset(0, 1).batch(10000):
+    labels.append(np.argmax(onehot.numpy(), axis=1))
+  labels = np.concatenate(labels)
+  assert len(labels) == total
+  np.testing.assert_array_equal(np.bincount(labels, minlength=10),
+                                [total // 10] * 10)
+
+
+def test_fashion_mnist_raw_images_are_28x28_gray(fashion_mnist_tfds_dir):
+  inp = datasets.FashionMNISTInput(is_training=False, image_size=32,
+                                   tfds_data_dir=fashion_mnist_tfds_dir)
+  image, _ = next(iter(inp.make_source_dataset(0, 1)))
+  assert image.shape == (28, 28, 1) and image.dtype == tf.uint8
+
+
+@pytest.mark.parametrize('size', [32, 64, 128])
+@pytest.mark.parametrize('is_training', [True, False])
+def test_fashion_mnist_pipeline_shapes_and_ranges(fashion_mnist_tfds_dir,
+                                                  size, is_training):
+  inp = datasets.FashionMNISTInput(
+      is_training=is_training, image_size=size, augname='randaug',
+      ra_magnitude=10, mixup_alpha=0.2, cutmix_alpha=0.2,
+      tfds_data_dir=fashion_mnist_tfds_dir)
+  images, labels = next(iter(inp.dataset(16)))
+  assert images.shape == (16, size, size, 3)
+  assert labels.shape == (16, 10)
+  images = images.numpy()
+  assert images.min() >= -1.0 and images.max() <= 1.0
+  np.testing.assert_allclose(labels.numpy().sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_resumed_stream_equals_uninterrupted_stream(fashion_mnist_tfds_dir):
+  def make():
+    return datasets.FashionMNISTInput(
+        is_training=True, image_size=32, augname='randaug', ra_magnitude=10,
+        mixup_alpha=0.3, cutmix_alpha=0.3, seed=5,
+        tfds_data_dir=fashion_mnist_tfds_dir)
+  uninterrupted = [b for b in make().dataset(8).take(5)]
+  resumed = [b for b in make().dataset(8, start_step=3).take(2)]
+  for (x1, y1), (x2, y2) in zip(uninterrupted[3:], resumed):
+    np.testing.assert_array_equal(x1.numpy(), x2.numpy())
+    np.testing.assert_array_equal(y1.numpy(), y2.numpy())
+  assert not np.array_equal(uninterrupted[0][0], uninterrupted[1][0])
+
+
+def test_two_input_pipelines_read_disjoint_shards(fashion_mnist_tfds_dir):
+  inp = datasets.FashionMNISTInput(is_training=False, image_size=32,
+                                   tfds_data_dir=fashion_mnist_tfds_dir)
+  shard0 = inp.make_source_dataset(0, 2).take(50)
+  shard1 = inp.make_source_dataset(1, 2).take(50)
+  images0 = {x.numpy().tobytes() for x, _ in shard0}
+  images1 = {x.numpy().tobytes() for x, _ in shard1}
+  assert not images0 & images1
+
+
+# -- Fashion-MNIST, damaged or missing files -----------------------------------
+@pytest.fixture
+def fashion_copy(tmp_path):
+  folder = tmp_path / 'fashion'
+  shutil.copytree(local_data.DEBIAN_FASHION_MNIST_DIR, folder)
+  return folder
+
+
+def _assert_refused_and_nothing_prepared(folder, tmp_path, pattern):
+  tfds_dir = str(tmp_path / 'tfds')
+  with pytest.raises(local_data.DataFilesError,
+                     match=pattern) as err:
+    local_data.prepare_fashion_mnist(str(folder), tfds_dir)
+  assert 'apt-get install -y dataset-fashion-mnist' in str(err.value)
+  assert not tfds.builder('fashion_mnist', data_dir=tfds_dir).is_prepared()
+
+
+def test_missing_folder_says_what_to_install(tmp_path):
+  _assert_refused_and_nothing_prepared(tmp_path / 'nowhere', tmp_path,
+                                       'does not exist')
+
+
+def test_missing_file_is_named(fashion_copy, tmp_path):
+  os.remove(fashion_copy / 't10k-labels-idx1-ubyte.gz')
+  _assert_refused_and_nothing_prepared(
+      fashion_copy, tmp_path, 't10k-labels-idx1-ubyte.gz is missing')
+
+
+def test_truncated_file_is_named(fashion_copy, tmp_path):
+  path = fashion_copy / 'train-images-idx3-ubyte.gz'
+  data = path.read_bytes()
+  path.write_bytes(data[:len(data) // 2])
+  _assert_refused_and_nothing_prepared(
+      fashion_copy, tmp_path, 'train-images-idx3-ubyte.gz is truncated')
+
+
+def test_changed_bytes_fail_the_checksum(fashion_copy, tmp_path):
+  path = fashion_copy / 'train-labels-idx1-ubyte.gz'
+  data = bytearray(gzip.decompress(path.read_bytes()))
+  data[100] = (data[100] + 1) % 10
+  path.write_bytes(gzip.compress(bytes(data)))
+  _assert_refused_and_nothing_prepared(fashion_copy, tmp_path, 'md5')
+
+
+def test_wrong_count_is_reported(fashion_copy, tmp_path):
+  path = fashion_copy / 't10k-labels-idx1-ubyte.gz'
+  data = bytearray(gzip.decompress(path.read_bytes()))
+  data[4:8] = (9999).to_bytes(4, 'big')
+  path.write_bytes(gzip.compress(bytes(data)))
+  _assert_refused_and_nothing_prepared(fashion_copy, tmp_path,
+                                       'holds 9999 items, expected 10000')
+
+
+# -- generated data for the other tfds datasets ------------------------------
+@pytest.mark.parametrize('name', TFDS_DATASETS)
+def test_tfds_datasets_build_train_and_eval_with_mixing(name):
+  cls = datasets.get_dataset_class(name)
+  with tfds.testing.mock_data(num_examples=16):
+    train = cls(is_training=True, image_size=32, augname='randaug',
+                mixup_alpha=0.2, cutmix_alpha=0.2)
+    images, labels = next(iter(train.dataset(8)))
+    assert images.shape == (8, 32, 32, 3)
+    assert labels.shape == (8, cls.cfg.num_classes)
+    # Mixed labels: some rows hold two classes.
+    assert (labels.numpy() > 0).sum(axis=1).max() == 2
+    evaluation = cls(is_training=False, image_size=32)
+    images, _ = next(iter(evaluation.dataset(8)))
+    assert images.shape == (8, 32, 32, 3)
+
+
+def test_unknown_dataset_lists_valid_names():
+  with pytest.raises(datasets.DatasetError) as err:
+    datasets.get_dataset_class('fashionmnist')
+  assert 'fashion_mnist' in str(err.value) and 'cifar10' in str(err.value)
+
+
+# -- ImageNet TFRecords ------------------------------------------------------
+def _write_imagenet_records(folder, prefix, num_files, label_of):
+  rng = np.random.default_rng(0)
+  for f in range(num_files):
+    path = os.path.join(folder, f'{prefix}-{f:05d}-of-{num_files:05d}')
+    with tf.io.TFRecordWriter(path) as writer:
+      for _ in range(2):
+        image = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+        feature = {
+            'image/encoded': tf.train.Feature(bytes_list=tf.train.BytesList(
+                value=[tf.io.encode_jpeg(image).numpy()])),
+            'image/class/label': tf.train.Feature(int64_list=tf.train.Int64List(
+                value=[label_of(f)])),
+        }
+        writer.write(tf.train.Example(features=tf.train.Features(
+            feature=feature)).SerializeToString())
+
+
+def test_imagenet_tfrecords_use_upstream_slices_and_1_based_labels(tmp_path):
+  # 22 train files: files 0-19 are minival, 20-21 train. Label = file + 1.
+  _write_imagenet_records(str(tmp_path), 'train', 22, lambda f: f + 1)
+  train = datasets.ImageNetInput(is_training=False, image_size=32,
+                                 data_dir=str(tmp_path), split='train')
+  labels = {int(np.argmax(y)) for _, y in train.make_source_dataset(0, 1)}
+  assert labels == {20, 21}
+  minival = datasets.ImageNetInput(is_training=False, image_size=32,
+                                   data_dir=str(tmp_path), split='minival')
+  labels = {int(np.argmax(y)) for _, y in minival.make_source_dataset(0, 1)}
+  assert labels == set(range(20))
+  training = datasets.ImageNetInput(is_training=True, image_size=32,
+                                    data_dir=str(tmp_path), augname='autoaug',
+                                    mixup_alpha=0.2)
+  images, labels = next(iter(training.dataset(4)))
+  assert images.shape == (4, 32, 32, 3) and labels.shape == (4, 1000)
+
+
+def test_imagenet_without_data_dir_is_a_clear_error():
+  inp = datasets.ImageNetInput(is_training=True, image_size=32)
+  with pytest.raises(datasets.DatasetError, match='--data_dir'):
+    inp.dataset(4)
+
+
+def test_imagenet_null_data_dir_gives_fake_images():
+  inp = datasets.ImageNetInput(is_training=True, image_size=32,
+                               data_dir='null')
+  images, labels = next(iter(inp.dataset(4)))
+  assert images.shape == (4, 32, 32, 3) and labels.shape == (4, 1000)
+
+
+def test_imagenet21k_multi_hot_labels(tmp_path):
+  path = str(tmp_path / 'imagenet21k-00000')
+  with tf.io.TFRecordWriter(path) as writer:
+    image = tf.io.encode_jpeg(tf.zeros([8, 8, 3], tf.uint8)).numpy()
+    example = tf.train.Example(features=tf.train.Features(feature={
+        'id': tf.train.Feature(bytes_list=tf.train.BytesList(value=[b'x'])),
+        'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+        'labels': tf.train.Feature(int64_list=tf.train.Int64List(
+            value=[3, 17, 21000])),
+    }))
+    writer.write(example.SerializeToString())
+  inp = datasets.ImageNet21kInput(is_training=False, image_size=32,
+                                  data_dir=str(tmp_path), split='eval')
+  _, label = next(iter(inp.make_source_dataset(0, 1)))
+  assert set(np.nonzero(label.numpy())[0]) == {3, 17, 21000}
+
+
+# -- mixing ------------------------------------------------------------------
+def _constant_batch(batch=8, size=16, classes=8):
+  images = tf.reshape(tf.range(batch, dtype=tf.float32), [batch, 1, 1, 1])
+  images = tf.tile(images, [1, size, size, 3])
+  labels = tf.one_hot(tf.range(batch), classes)
+  return images, labels
+
+
+def test_mixup_weights_are_at_least_one_half_and_match_images():
+  images, labels = _constant_batch()
+  mixed, mixed_labels = datasets.mixup(images, labels, 0.4,
+                                       tf.constant([1, 2], tf.int64))
+  weights = mixed_labels.numpy()[np.arange(8), np.arange(8)]
+  assert (weights >= 0.5 - 1e-6).all()
+  partner = mixed_labels.numpy()[np.arange(8), np.arange(8)[::-1]]
+  np.testing.assert_allclose(weights + partner, 1.0, rtol=1e-6)
+  expected = np.arange(8) * weights + np.arange(8)[::-1] * (1 - weights)
+  np.testing.assert_allclose(mixed.numpy()[:, 0, 0, 0], expected, rtol=1e-5)
+
+
+def test_cutmix_label_weight_is_each_examples_real_box_area():
+  images, labels = _constant_batch()
+  mixed, mixed_labels = datasets.cutmix(images, labels, 1.0,
+                                        tf.constant([3, 4], tf.int64))
+  mixed = mixed.numpy()[..., 0]
+  for i in range(8):
+    j = 7 - i
+    if i == j:
+      continue
+    pasted = np.mean(mixed[i] == j)
+    assert mixed_labels.numpy()[i, j] == pytest.approx(pasted, abs=1e-6)
+    assert mixed_labels.numpy()[i, i] == pytest.approx(1 - pasted, abs=1e-6)
+
+
+def test_both_mixes_split_the_batch_in_halves():
+  images, labels = _constant_batch()
+  mixed, _ = datasets.mix_batch(images, labels, 0.4, 1.0,
+                                tf.constant([5, 6], tf.int64))
+  mixed = mixed.numpy()[..., 0]
+  # Mixup halves are uniform images; cutmix halves hold two exact values.
+  for i in range(4):
+    assert np.ptp(mixed[i]) < 1e-5
+  for i in range(4, 8):
+    assert set(np.unique(mixed[i])).issubset({float(i), float(7 - (i - 4))})
+
+
+def test_dataset_training_configs_resolve_with_dataset_facts():
+  cfg = datasets.get_dataset_config('cifar10ft')
+  assert cfg.data.ds_name == 'cifar10' and cfg.train.stages == 0
+  assert cfg.data.num_classes == 10 and cfg.data.augname == 'ft'
+  assert cfg.data.splits.train.num_images == 50000
