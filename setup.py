@@ -29,6 +29,9 @@ setuptools.setup(
         # needs importlib_resources without declaring it.
         'importlib_resources>=5.0',
         'matplotlib>=3.7',
+        # tensorflow-cpu 2.21 no longer pulls TensorBoard, which tf.summary
+        # needs.
+        'tensorboard>=2.16',
     ],
     extras_require={
         'cpu': [f'tensorflow-cpu>={TF_MIN}'],

@@ -1,0 +1,90 @@
+"""Progressive learning with adaptive regularization, as pure functions.
+
+Upstream (main.py 441-496 at google/automl a6bb1ff), for stage i of N:
+  max_steps_i  = int((i + 1) / N * train_steps)
+  image_size_i = int(ibase + (train_size - ibase) * (i + 1) / N)
+and when `train.sched` is on:
+  RandAugment magnitude_i = linspace(5, data.ram, N)[i]
+  mixup_alpha_i, cutmix_alpha_i = linspace(0, alpha, N)[i]
+Upstream also computes linspace(0, dropout_rate, N) but never assigns it, so
+dropout stays fixed; `train.sched_dropout=True` applies it as the paper says.
+With stages = 0 there is a single stage at the full training size.
+"""
+import dataclasses
+from typing import List, Optional
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """What one stage trains with."""
+  index: int
+  max_steps: int  # The stage ends when the global step reaches this.
+  image_size: int
+  ram: float
+  mixup_alpha: float
+  cutmix_alpha: float
+  dropout_rate: Optional[float]
+
+  def as_dict(self):
+    return dataclasses.asdict(self)
+
+
+def train_steps(epochs: float, num_train_images: int, batch_size: int,
+                min_steps: int = 0) -> int:
+  """max(min_steps, epochs * images // batch), upstream's total step count."""
+  return int(max(min_steps, int(epochs * num_train_images) // batch_size))
+
+
+def train_image_size(train_isize, eval_isize) -> int:
+  """`train.isize` <= 16 is a ratio of the eval size, rounded down to 16."""
+  if train_isize is None:
+    return int(eval_isize)
+  if train_isize <= 16:
+    return int(eval_isize * train_isize) // 16 * 16
+  return int(train_isize)
+
+
+def stage_schedule(config, total_steps: int, train_size: int) -> List[Stage]:
+  """The stages of a run, from its config (train, data and model sections)."""
+  num_stages = int(config.train.stages or 0)
+  data, model = config.data, config.model
+  if num_stages <= 0:
+    return [Stage(0, total_steps, train_size, data.ram, data.mixup_alpha,
+                  data.cutmix_alpha, model.dropout_rate)]
+  ibase = data.ibase or train_size / 2
+  if config.train.sched:
+    rams = np.linspace(5, data.ram, num_stages)
+    mixups = np.linspace(0, data.mixup_alpha or 0, num_stages)
+    cutmixes = np.linspace(0, data.cutmix_alpha or 0, num_stages)
+  else:
+    rams = [data.ram] * num_stages
+    mixups = [data.mixup_alpha] * num_stages
+    cutmixes = [data.cutmix_alpha] * num_stages
+  if config.train.sched and config.train.get('sched_dropout') and (
+      model.dropout_rate):
+    dropouts = np.linspace(0, model.dropout_rate, num_stages)
+  else:
+    dropouts = [model.dropout_rate] * num_stages
+  stages = []
+  for i in range(num_stages):
+    ratio = float(i + 1) / float(num_stages)
+    stages.append(Stage(
+        index=i,
+        max_steps=int(ratio * total_steps),
+        image_size=int(ibase + (train_size - ibase) * ratio),
+        ram=float(rams[i]),
+        mixup_alpha=float(mixups[i] or 0),
+        cutmix_alpha=float(cutmixes[i] or 0),
+        dropout_rate=None if dropouts[i] is None else float(dropouts[i])))
+  return stages
+
+
+def stage_at_step(stages: List[Stage], step: int) -> Optional[Stage]:
+  """The stage that trains step `step` (the first not yet finished), or None
+  when training is complete."""
+  for stage in stages:
+    if step < stage.max_steps:
+      return stage
+  return None
