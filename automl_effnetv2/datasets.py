@@ -240,20 +240,25 @@ class ImageNetInput:
     pipeline_id = input_context.input_pipeline_id if input_context else 0
     num_pipelines = (input_context.num_input_pipelines
                      if input_context else 1)
+    # Each training step takes one batch per replica; this pipeline feeds
+    # num_replicas / num_pipelines of them.
+    batches_per_step = (input_context.num_replicas_in_sync // num_pipelines
+                        if input_context else 1)
+    start_batch = int(start_step) * batches_per_step
     ds = self.make_source_dataset(pipeline_id, num_pipelines)
     if self.is_training:
       if self.cache:
         ds = ds.cache()
       ds = ds.shuffle(self.shuffle_buffer, seed=self.seed + 7919 * pipeline_id,
                       reshuffle_each_iteration=True).repeat()
-      ds = ds.enumerate().skip(int(start_step) * batch_size)
+      ds = ds.enumerate().skip(start_batch * batch_size)
       ds = ds.map(
           lambda i, ex: (self._preprocess(
               ex[0], self._example_seed(pipeline_id, i)), ex[1]),
           num_parallel_calls=AUTOTUNE, deterministic=True)
       ds = ds.batch(batch_size, drop_remainder=True)
       if self.mixup_alpha or self.cutmix_alpha:
-        ds = ds.enumerate(start=int(start_step)).map(
+        ds = ds.enumerate(start=start_batch).map(
             lambda b, ex: mix_batch(ex[0], ex[1], self.mixup_alpha,
                                     self.cutmix_alpha,
                                     self._batch_seed(pipeline_id, b)),
@@ -538,6 +543,37 @@ class TFFlowersFt(Cifar10Ft):
 @ds_register
 class CarsFt(Cifar10Ft):
   cfg = _finetune_config('cars')
+
+
+@ds_register
+class FashionMNISTFt(Cifar10Ft):
+  """The study's config: Cifar10Ft with Fashion-MNIST.
+
+  It inherits stages=0 (no progressive learning) and fine-tuning settings,
+  so it expects a pretrained train.ft_init_ckpt.
+  """
+  cfg = _finetune_config('fashion_mnist')
+
+
+@ds_register(name='fashion_mnist')
+class FashionMNIST:
+  """Fashion-MNIST from scratch on a CPU, with progressive learning.
+
+  Four stages from 32 px to 64 px (ibase 22); RandAugment magnitude 5 -> 10
+  and mixup 0 -> 0.1 as the adaptive regularization; augmentation pixel
+  constants scaled to small images. Tuned with real runs: docs/results.md.
+  """
+  cfg = hparams.Config(
+      model=dict(dropout_rate=0.2, survival_prob=0.8),
+      data=dict(ds_name='fashion_mnist', augname='ft_randaug', ram=10,
+                mixup_alpha=0.1, cutmix_alpha=0, ibase=22,
+                translate_const=8, cutout_const=8),
+      train=dict(batch_size=128, epochs=20, stages=4, sched=True, isize=64,
+                 optimizer='rmsprop', lr_base=0.016, lr_sched='cosine',
+                 lr_warmup_epoch=1, ema_decay=0.999, weight_decay=1e-5,
+                 label_smoothing=0.1, min_steps=0),
+      eval=dict(isize=64, batch_size=1000),
+  )
 
 
 def get_dataset_config(name: str, prefix='ds:') -> hparams.Config:

@@ -259,9 +259,14 @@ def _to_plain(value):
 _REGISTRY: Dict[str, Any] = {}
 
 
-def register(cls, prefix='effnet:'):
-  """Registers a class under its lower-cased name (used as a decorator)."""
-  _REGISTRY[prefix + cls.__name__.lower()] = cls
+def register(cls=None, prefix='effnet:', name=None):
+  """Registers a class under its lower-cased name (or `name`).
+
+  Works as `@register` and as `@register(name='fashion_mnist')`.
+  """
+  if cls is None:
+    return lambda c: register(c, prefix=prefix, name=name)
+  _REGISTRY[prefix + (name or cls.__name__).lower()] = cls
   return cls
 
 

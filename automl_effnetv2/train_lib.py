@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import tempfile
 import time
 from typing import Dict, List, Optional
 
@@ -126,6 +127,7 @@ class Trainer:
     self.model_dir = model_dir
     self.data_dir = data_dir
     self.archive_ckpt = True
+    self.history = []  # One dict of training values per log interval.
     self.strategy = strategy or build_strategy(config.runtime.strategy,
                                                config.runtime.tpu)
     self.num_replicas = self.strategy.num_replicas_in_sync
@@ -194,8 +196,13 @@ class Trainer:
     if self.ema:
       trackables['ema'] = self.ema
     self.checkpoint = tf.train.Checkpoint(**trackables)
+    # Under MultiWorkerMirroredStrategy every worker saves (saving is a
+    # collective), but only the chief writes to model_dir.
+    self.is_chief = _is_chief(self.strategy)
+    save_dir = (self.model_dir if self.is_chief else
+                tempfile.mkdtemp(prefix='effnetv2_worker_ckpt_'))
     self.manager = tf.train.CheckpointManager(
-        self.checkpoint, self.model_dir,
+        self.checkpoint, save_dir,
         max_to_keep=config.runtime.keep_checkpoint_max,
         keep_checkpoint_every_n_hours=(
             config.runtime.keep_checkpoint_every_n_hours))
@@ -330,10 +337,11 @@ class Trainer:
   # -- checkpoints ------------------------------------------------------------
   def restore(self) -> int:
     """Restores the latest checkpoint in model_dir; returns the step."""
-    latest = self.manager.latest_checkpoint
+    latest = tf.train.latest_checkpoint(self.model_dir)
     if latest:
       self.checkpoint.restore(latest).assert_existing_objects_matched()
-      logging.info('restored %s at step %d', latest, int(self.global_step))
+      logging.info('restored %s at step %d', latest,
+                   int(self.global_step.numpy()))
     elif self.config.train.ft_init_ckpt:
       self._init_from_pretrained(self.config.train.ft_init_ckpt)
     return int(self.global_step.numpy())
@@ -357,6 +365,8 @@ class Trainer:
 
   def export_weights(self) -> str:
     """Writes the (EMA) weights for fine-tuning to export/ema.weights.h5."""
+    if not self.is_chief:
+      return ''
     export_dir = os.path.join(self.model_dir, 'export')
     os.makedirs(export_dir, exist_ok=True)
     path = os.path.join(export_dir, 'ema.weights.h5')
@@ -392,8 +402,7 @@ class Trainer:
     os.makedirs(self.model_dir, exist_ok=True)
     self._check_or_save_config()
     step = self.restore()
-    summary = tf.summary.create_file_writer(
-        os.path.join(self.model_dir, 'train'))
+    summary = self._summary_writer('train')
     history = self._read_metrics().get('evals', [])
     logging.info('training %d steps (%.2f epochs), %d stages; at step %d',
                  self.total_steps, self.config.train.epochs, len(self.stages),
@@ -456,6 +465,7 @@ class Trainer:
           'dropout_rate': self.model.dropout_rate,
           'stage': stage.index + 1,
       }
+      self.history.append(dict(values, step=step))
       with summary.as_default(step=step):
         for name, value in values.items():
           tf.summary.scalar(f'train/{name}', value)
@@ -482,7 +492,7 @@ class Trainer:
           f"{metrics['eval/acc_top5']:.4f} ({metrics['eval/num_examples']} "
           f"images, {'EMA' if metrics['eval/ema'] else 'raw'} weights)",
           flush=True)
-    writer = tf.summary.create_file_writer(os.path.join(self.model_dir, 'eval'))
+    writer = self._summary_writer('eval')
     with writer.as_default(step=metrics['global_step']):
       tf.summary.scalar('eval/acc_top1', metrics['eval/acc_top1'])
       tf.summary.scalar('eval/acc_top5', metrics['eval/acc_top5'])
@@ -495,13 +505,21 @@ class Trainer:
   def evaluate_and_record(self) -> Dict[str, object]:
     """Evaluates the restored weights and appends to metrics.json."""
     return self._evaluate_and_record(
-        progressive.stage_at_step(self.stages, int(self.global_step) - 1))
+        progressive.stage_at_step(self.stages,
+                                  int(self.global_step.numpy()) - 1))
 
   # -- bookkeeping ------------------------------------------------------------
+  def _summary_writer(self, name):
+    if not self.is_chief:
+      return tf.summary.create_noop_writer()
+    return tf.summary.create_file_writer(os.path.join(self.model_dir, name))
+
   def _check_or_save_config(self):
+    if not self.is_chief:
+      return
     path = os.path.join(self.model_dir, CONFIG_FILE)
     current = self.config.as_dict()
-    if os.path.exists(path) and self.manager.latest_checkpoint:
+    if os.path.exists(path) and tf.train.latest_checkpoint(self.model_dir):
       saved = hparams.load_yaml(path)
       differences = config_differences(saved, current)
       if differences:
@@ -519,6 +537,8 @@ class Trainer:
     return {}
 
   def _append_metrics(self, metrics):
+    if not self.is_chief:
+      return
     record = self._read_metrics()
     record.setdefault('evals', []).append(metrics)
     record['final'] = metrics
@@ -528,6 +548,8 @@ class Trainer:
 
   def archive_if_best(self, metrics) -> bool:
     """Copies the latest checkpoint to archive/ when its top-1 is the best."""
+    if not self.is_chief:
+      return False
     objective = metrics['eval/acc_top1']
     best_path = os.path.join(self.model_dir, 'best_objective.txt')
     if os.path.exists(best_path):
@@ -551,6 +573,16 @@ class Trainer:
     with open(best_path, 'w', encoding='utf-8') as f:
       f.write(f'{objective:f}')
     return True
+
+
+def _is_chief(strategy) -> bool:
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  if resolver is None or not resolver.cluster_spec().as_dict():
+    return True
+  cluster = resolver.cluster_spec().as_dict()
+  if 'chief' in cluster:
+    return resolver.task_type == 'chief'
+  return resolver.task_type == 'worker' and resolver.task_id == 0
 
 
 def _write_json_atomically(path, record):

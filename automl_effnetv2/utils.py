@@ -207,7 +207,7 @@ class ExponentialMovingAverage(tf.Module):
 
   def swap_into_model(self) -> Callable[[], None]:
     """Loads the averages into the model; returns a function that undoes it."""
-    saved = [np.array(_value(v)) for v in self._sources]
+    saved = [np.array(v.numpy()) for v in self._sources]
     for shadow, source in zip(self.shadows, self._sources):
       source.assign(tf.cast(shadow, source.dtype))
 

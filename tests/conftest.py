@@ -35,3 +35,30 @@ def fashion_mnist_tfds_dir(tmp_path_factory):
   tfds_dir = str(tmp_path_factory.mktemp('tfds'))
   local_data.prepare_fashion_mnist(folder, tfds_dir)
   return tfds_dir
+
+
+TINY_HPARAMS = ','.join([
+    'model.width_coefficient=0.25', 'model.depth_coefficient=0.25',
+    'model.feature_size=64', 'train.batch_size=16', 'train.epochs=0.004',
+    'train.min_steps=0', 'train.lr_warmup_epoch=0', 'train.lr_base=0.05',
+    'train.stages=2', 'train.sched=true', 'train.isize=32', 'eval.isize=32',
+    'data.ibase=24', 'eval.batch_size=1000', 'runtime.log_step_count_steps=5',
+    'runtime.save_checkpoints_steps=5', 'runtime.deterministic=true',
+    'data.augname=ft_randaug', 'data.ram=10', 'data.mixup_alpha=0.2',
+    'data.cutmix_alpha=0.2',
+])
+
+
+@pytest.fixture
+def tiny_config(fashion_mnist_tfds_dir):
+  """A fast Fashion-MNIST config: tiny B0, 32 px, two stages, 15 steps."""
+  from automl_effnetv2 import main
+
+  def make(extra=''):
+    hparam_str = TINY_HPARAMS + f',data.tfds_data_dir={fashion_mnist_tfds_dir}'
+    config = main.build_config('efficientnetv2-b0', 'FashionMNISTFt',
+                               hparam_str)
+    config.override(extra)
+    return config
+
+  return make

@@ -1,0 +1,251 @@
+"""The trainer end to end on real Fashion-MNIST with a tiny model."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from automl_effnetv2 import main
+from automl_effnetv2 import progressive
+from automl_effnetv2 import train_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _one_device():
+  return tf.distribute.OneDeviceStrategy('/cpu:0')
+
+
+def _checkpoint_values(path):
+  """{variable key: value} of the model part of a checkpoint."""
+  reader = tf.train.load_checkpoint(path)
+  return {name: reader.get_tensor(name)
+          for name, _ in tf.train.list_variables(path)
+          if name.startswith(('model/', 'ema/', 'step'))}
+
+
+def test_two_stages_train_and_the_loss_falls(tiny_config, tmp_path):
+  config = tiny_config('train.epochs=0.04,train.stages=2,data.mixup_alpha=0,'
+                       'data.cutmix_alpha=0,data.augname=ft_plain,'
+                       'train.optimizer=momentum,train.lr_base=0.5')
+  trainer = train_lib.Trainer(config, str(tmp_path), strategy=_one_device())
+  result = trainer.train()
+  assert result['global_step'] == trainer.total_steps == 150
+  assert [s.image_size for s in trainer.stages] == [28, 32]
+  losses = [h['loss'] for h in trainer.history]
+  assert [h['stage'] for h in trainer.history] == [1] * 15 + [2] * 15
+  assert [h['image_size'] for h in trainer.history] == [28] * 15 + [32] * 15
+  assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3, losses
+  assert os.path.exists(tmp_path / 'config.yaml')
+  assert tf.train.latest_checkpoint(str(tmp_path)).endswith('ckpt-150')
+
+
+def test_stage_settings_reach_model_and_pipeline(tiny_config, tmp_path):
+  config = tiny_config('train.stages=3,train.sched_dropout=true,'
+                       'model.dropout_rate=0.3,data.ram=11,'
+                       'data.mixup_alpha=0.6')
+  trainer = train_lib.Trainer(config, str(tmp_path), strategy=_one_device())
+  expected_ram = np.linspace(5, 11, 3)
+  for stage, ram, mix, dropout in zip(trainer.stages, expected_ram,
+                                      [0, 0.3, 0.6], [0, 0.15, 0.3]):
+    data = trainer.apply_stage(stage)
+    assert data.ram == pytest.approx(ram)
+    assert data.mixup_alpha == pytest.approx(mix)
+    assert trainer.model.dropout_rate == pytest.approx(dropout)
+  assert [s.image_size for s in trainer.stages] == [26, 29, 32]
+
+
+def _train_command(model_dir, fashion_dir, extra=''):
+  from conftest import TINY_HPARAMS  # pylint: disable=g-import-not-at-top
+  hparams = (TINY_HPARAMS + f',data.tfds_data_dir={fashion_dir},'
+             'train.epochs=0.02' + extra)
+  return [sys.executable, '-m', 'automl_effnetv2.main', '--mode=train',
+          '--dataset_cfg=FashionMNISTFt', f'--model_dir={model_dir}',
+          f'--hparam_str={hparams}', '--strategy=one_device']
+
+
+def _env():
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
+  return env
+
+
+def test_killed_run_resumes_to_the_same_weights(fashion_mnist_tfds_dir,
+                                                tmp_path):
+  whole, killed = tmp_path / 'whole', tmp_path / 'killed'
+  subprocess.run(_train_command(whole, fashion_mnist_tfds_dir), check=True,
+                 env=_env(), cwd=REPO, capture_output=True)
+  # Same command, SIGKILLed right after its first periodic checkpoint.
+  proc = subprocess.Popen(_train_command(killed, fashion_mnist_tfds_dir),
+                          env=_env(), cwd=REPO, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while not (killed / 'ckpt-5.index').exists():
+    assert proc.poll() is None and time.time() < deadline, 'no checkpoint'
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  interrupted_at = int(tf.train.latest_checkpoint(str(killed)).split('-')[-1])
+  assert interrupted_at < 60, 'the run finished before it could be killed'
+  resumed = subprocess.run(_train_command(killed, fashion_mnist_tfds_dir),
+                           env=_env(), cwd=REPO, capture_output=True,
+                           text=True, check=True)
+  assert f'steps {interrupted_at}->' in resumed.stdout  # Really resumed.
+  final_whole = _checkpoint_values(tf.train.latest_checkpoint(str(whole)))
+  final_killed = _checkpoint_values(tf.train.latest_checkpoint(str(killed)))
+  assert final_whole.keys() == final_killed.keys()
+  for name in final_whole:
+    np.testing.assert_array_equal(final_whole[name], final_killed[name],
+                                  err_msg=name)
+
+
+def test_resuming_with_another_config_is_refused(tiny_config, tmp_path):
+  trainer = train_lib.Trainer(tiny_config('train.epochs=0.01'), str(tmp_path),
+                              strategy=_one_device())
+  trainer.train()
+  other = train_lib.Trainer(tiny_config('train.epochs=0.01,data.ram=7'),
+                            str(tmp_path), strategy=_one_device())
+  with pytest.raises(train_lib.TrainingError, match='data.ram'):
+    other.train()
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config,
+                                                          tmp_path):
+  config = tiny_config('train.epochs=0.04,train.stages=0,train.lr_base=1e9,'
+                       'train.optimizer=sgd,train.label_smoothing=0')
+  trainer = train_lib.Trainer(config, str(tmp_path), strategy=_one_device())
+  with pytest.raises(train_lib.TrainingError, match='last good checkpoint'):
+    trainer.train()
+  latest = tf.train.latest_checkpoint(str(tmp_path))
+  if latest:  # Anything saved must hold finite weights.
+    for value in _checkpoint_values(latest).values():
+      assert np.isfinite(value).all()
+
+
+def test_mirrored_two_replicas_match_one_device(tiny_config, tmp_path):
+  # Sync BN and no per-replica randomness (dropout, stochastic depth,
+  # mixing) make the two setups compute the same global step. Sync BN's
+  # E[x^2] - E[x]^2 variance differs from one device's in the 6th digit, and
+  # training amplifies that, so compare after 3 steps: trainable weights
+  # within 1e-4, BN statistics within 1e-3, losses within 1e-4.
+  extra = ('model.bn_type=sync_bn,model.dropout_rate=0,'
+           'model.survival_prob=None,data.mixup_alpha=0,data.cutmix_alpha=0,'
+           'train.epochs=0,train.min_steps=3,train.stages=0,'
+           'runtime.log_step_count_steps=1')
+  results = {}
+  for name, strategy in [
+      ('one', _one_device()),
+      ('mirrored', tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))]:
+    trainer = train_lib.Trainer(tiny_config(extra), str(tmp_path / name),
+                                strategy=strategy)
+    assert trainer.num_replicas == (2 if name == 'mirrored' else 1)
+    trainer.train()
+    results[name] = (
+        [w.numpy() for w in trainer.model.trainable_weights],
+        [w.numpy() for w in trainer.model.non_trainable_weights],
+        [h['loss'] for h in trainer.history])
+  (train_one, stats_one, loss_one) = results['one']
+  (train_mirrored, stats_mirrored, loss_mirrored) = results['mirrored']
+  assert len(loss_one) == 3
+  np.testing.assert_allclose(loss_one, loss_mirrored, atol=1e-4)
+  for one, mirrored in zip(train_one, train_mirrored):
+    np.testing.assert_allclose(one, mirrored, atol=1e-4)
+  for one, mirrored in zip(stats_one, stats_mirrored):
+    np.testing.assert_allclose(one, mirrored, atol=1e-3, rtol=1e-3)
+  # The steps did change the weights: the comparison is not trivial.
+  fresh = train_lib.Trainer(tiny_config(extra), str(tmp_path / 'fresh'),
+                            strategy=_one_device())
+  assert max(np.abs(a - w.numpy()).max() for a, w in zip(
+      train_one, fresh.model.trainable_weights)) > 1e-3
+
+
+def test_multi_worker_mirrored_two_processes(fashion_mnist_tfds_dir, tmp_path):
+  import portpicker  # pylint: disable=g-import-not-at-top
+  ports = [portpicker.pick_unused_port() for _ in range(2)]
+  cluster = {'worker': [f'127.0.0.1:{p}' for p in ports]}
+  procs = []
+  for index in range(2):
+    env = _env()
+    env['TF_CONFIG'] = json.dumps({'cluster': cluster,
+                                   'task': {'type': 'worker', 'index': index}})
+    command = _train_command(tmp_path / 'run', fashion_mnist_tfds_dir,
+                             ',train.epochs=0.01,train.stages=0')
+    command[-1] = '--strategy=multi_worker_mirrored'
+    procs.append(subprocess.Popen(command, env=env, cwd=REPO,
+                                  stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True))
+  outputs = [p.communicate(timeout=300)[0] for p in procs]
+  for proc, output in zip(procs, outputs):
+    assert proc.returncode == 0, output[-3000:]
+  assert tf.train.latest_checkpoint(str(tmp_path / 'run')).endswith('ckpt-37')
+  metrics = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
+  assert metrics['final']['eval/num_examples'] == 10000
+
+
+def test_eval_uses_the_ema_weights(tiny_config, tmp_path):
+  config = tiny_config('train.epochs=0.04,train.stages=0,data.mixup_alpha=0,'
+                       'data.cutmix_alpha=0,data.augname=ft_plain,'
+                       'train.optimizer=momentum,train.lr_base=0.5')
+  trainer = train_lib.Trainer(config, str(tmp_path), strategy=_one_device())
+  initial = [v.numpy() for v in trainer.ema.shadows]
+  trainer.train()
+  raw = trainer.evaluate(use_ema=False)['eval/acc_top1']
+  # Put the untrained weights into the average: EMA and raw now differ.
+  trainer.ema.reset_to(initial)
+  trainer.save()
+  ema = trainer.evaluate(use_ema=True)['eval/acc_top1']
+  assert raw > 0.5 and ema < 0.3, (raw, ema)
+  # What --mode=eval reports is the EMA evaluation of the checkpoint.
+  recorded = main.run('eval', config, str(tmp_path), strategy=_one_device())
+  assert recorded['eval/ema'] is True
+  assert recorded['eval/acc_top1'] == pytest.approx(ema, abs=1e-6)
+  # Evaluation swapped the raw weights back in afterwards.
+  assert trainer.evaluate(use_ema=False)['eval/acc_top1'] == pytest.approx(raw)
+
+
+def test_eval_without_checkpoint_is_a_clear_error(tiny_config, tmp_path):
+  with pytest.raises(train_lib.TrainingError, match='--mode=train'):
+    main.run('eval', tiny_config(), str(tmp_path), strategy=_one_device())
+
+
+def test_learning_rate_schedule_formulas():
+  from automl_effnetv2 import utils  # pylint: disable=g-import-not-at-top
+  kwargs = dict(initial_lr=1.0, steps_per_epoch=10, total_steps=100,
+                warmup_epochs=1)
+  assert float(utils.learning_rate_at(5, **kwargs,
+                                      lr_decay_type='cosine')) == 0.5
+  assert float(utils.learning_rate_at(50, **kwargs, lr_decay_type='cosine')
+               ) == pytest.approx(0.5)
+  assert float(utils.learning_rate_at(50, **kwargs, lr_decay_type='linear')
+               ) == pytest.approx(0.5)
+  # Exponential: 0.97 every 2.4 epochs = 24 steps, staircase.
+  assert float(utils.learning_rate_at(
+      50, **kwargs, lr_decay_type='exponential')) == pytest.approx(0.97 ** 2)
+  assert float(utils.learning_rate_at(
+      99, **kwargs, lr_decay_type='cosine', minimal_lr=0.1)) == pytest.approx(0.1)
+  assert float(utils.learning_rate_at(
+      30, **kwargs, lr_decay_type='constant')) == 1.0
+  assert float(utils.weight_decay_at(
+      50, weight_decay=1e-5, weight_decay_inc=2.0, total_steps=100)
+               ) == pytest.approx(2e-5)
+
+
+def test_rmsprop_starts_from_upstreams_unit_mean_square():
+  from automl_effnetv2 import utils  # pylint: disable=g-import-not-at-top
+  var = tf.Variable([1.0])
+  opt = utils.build_optimizer('rmsprop', learning_rate=0.1)
+  opt.apply([tf.constant([2.0])], [var])
+  # TF1: ms = 0.9 * 1 + 0.1 * 4 = 1.3; mom = 0.1 * 2 / sqrt(1.3 + 1e-3).
+  assert var.numpy()[0] == pytest.approx(1 - 0.2 / np.sqrt(1.301), rel=1e-5)
+
+
+def test_stage_schedule_of_the_trainer_matches_progressive(tiny_config,
+                                                           tmp_path):
+  config = tiny_config('train.stages=4')
+  trainer = train_lib.Trainer(config, str(tmp_path), strategy=_one_device())
+  assert trainer.stages == progressive.stage_schedule(
+      config, trainer.total_steps, 32)
