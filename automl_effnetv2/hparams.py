@@ -338,6 +338,8 @@ base_config = Config(
         # Port: the paper also ramps dropout per stage; upstream computes that
         # list and discards it, so it is off by default.
         sched_dropout=False,
+        # Port: progressive-learning ablation (progressive.ABLATIONS).
+        ablation='none',
     ),
     eval=dict(
         batch_size=8,
@@ -388,5 +390,6 @@ base_config = Config(
         deterministic=False,
         save_checkpoints_steps=500,
         tpu=None,
+        jit_compile=False,  # XLA for the train step.
     ),
 )

@@ -27,6 +27,7 @@ from automl_effnetv2 import datasets
 from automl_effnetv2 import effnetv2_configs
 from automl_effnetv2 import hparams
 from automl_effnetv2 import local_data
+from automl_effnetv2 import progressive
 from automl_effnetv2 import train_lib
 
 MODES = ('train', 'eval', 'traineval')
@@ -57,12 +58,18 @@ flags.DEFINE_enum('mode', 'train', MODES, 'train: train (then evaluate once); '
                   'eval: evaluate the latest checkpoint; traineval: evaluate '
                   'after every stage.')
 flags.DEFINE_bool('export_to_tpu', False, 'Unused; kept for compatibility.')
+flags.DEFINE_enum('ablation', None, progressive.ABLATIONS, 'Progressive '
+                  'learning ablation (default: train.ablation of the config, '
+                  'none): none; no_progressive (final size and '
+                  'final regularization from the first step); '
+                  'fixed_image_size; fixed_regularization; '
+                  'constant_weight_decay (train.weight_decay_inc = 0).')
 flags.DEFINE_enum('strategy', None, train_lib.STRATEGIES, 'tf.distribute '
                   'strategy (default: runtime.strategy of the config).')
 
 
 def build_config(model_name: str, dataset_cfg: str, hparam_str: str = '',
-                 sweeps: str = '') -> hparams.Config:
+                 sweeps: str = '', ablation=None) -> hparams.Config:
   """Upstream's override order: base -> model -> dataset -> flags."""
   config = copy.deepcopy(hparams.base_config)
   config.override(effnetv2_configs.get_model_config(model_name))
@@ -73,6 +80,8 @@ def build_config(model_name: str, dataset_cfg: str, hparam_str: str = '',
   config.override(hparam_str)
   config.override(sweeps)
   config.model.num_classes = config.data.num_classes
+  # --ablation wins over a train.ablation set in hparam_str / a YAML file.
+  progressive.ablate_config(config, ablation or config.train.ablation)
   return config
 
 
@@ -103,7 +112,7 @@ def main(argv):
                          'and metrics.json go there)')
   try:
     config = build_config(FLAGS.model_name, FLAGS.dataset_cfg,
-                          FLAGS.hparam_str, FLAGS.sweeps)
+                          FLAGS.hparam_str, FLAGS.sweeps, FLAGS.ablation)
   except (hparams.ConfigError, datasets.DatasetError, ValueError) as e:
     raise app.UsageError(str(e)) from e
   if FLAGS.use_tpu or FLAGS.tpu:

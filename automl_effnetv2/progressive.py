@@ -88,3 +88,45 @@ def stage_at_step(stages: List[Stage], step: int) -> Optional[Stage]:
     if step < stage.max_steps:
       return stage
   return None
+
+
+# -- ablations of progressive learning ----------------------------------------
+ABLATIONS = ('none', 'no_progressive', 'fixed_image_size',
+             'fixed_regularization', 'constant_weight_decay')
+
+
+def check_ablation(mode: str) -> str:
+  if mode not in ABLATIONS:
+    raise ValueError(f'unknown ablation {mode!r}; valid: {", ".join(ABLATIONS)}')
+  return mode
+
+
+def apply_ablation(stages: List[Stage], mode: str) -> List[Stage]:
+  """Switches off the named knob(s); stage boundaries (steps) never change.
+
+  fixed_image_size: every stage trains at the last stage's (full) size.
+  fixed_regularization: every stage uses the last stage's RandAugment
+    magnitude, mixup, cutmix and dropout (plain progressive resizing).
+  no_progressive: both. none / constant_weight_decay: stages unchanged (the
+  latter acts on the config, see ablate_config).
+  """
+  check_ablation(mode)
+  last = stages[-1]
+  out = []
+  for stage in stages:
+    if mode in ('fixed_image_size', 'no_progressive'):
+      stage = dataclasses.replace(stage, image_size=last.image_size)
+    if mode in ('fixed_regularization', 'no_progressive'):
+      stage = dataclasses.replace(
+          stage, ram=last.ram, mixup_alpha=last.mixup_alpha,
+          cutmix_alpha=last.cutmix_alpha, dropout_rate=last.dropout_rate)
+    out.append(stage)
+  return out
+
+
+def ablate_config(config, mode: str):
+  """Records the mode in the config; constant_weight_decay zeroes the ramp."""
+  config.train.ablation = check_ablation(mode)
+  if mode == 'constant_weight_decay':
+    config.train.weight_decay_inc = 0.0
+  return config

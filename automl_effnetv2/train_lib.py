@@ -159,8 +159,9 @@ class Trainer:
 
   def schedule(self) -> List[progressive.Stage]:
     """The per-stage settings of this run."""
-    return progressive.stage_schedule(self.config, self.total_steps,
-                                      self.train_size)
+    stages = progressive.stage_schedule(self.config, self.total_steps,
+                                        self.train_size)
+    return progressive.apply_ablation(stages, self.config.train.ablation)
 
   # -- construction -----------------------------------------------------------
   def _build(self):
@@ -171,6 +172,10 @@ class Trainer:
       self.model = effnetv2_model.EffNetV2Model(None, model_config)
       self.global_step = tf.Variable(
           0, dtype=tf.int64, trainable=False, name='global_step',
+          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      # Wall time spent in training loops, kept across resumes.
+      self.train_seconds = tf.Variable(
+          0.0, dtype=tf.float64, trainable=False, name='train_seconds',
           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
       self.optimizer = utils.build_optimizer(
           config.train.optimizer, learning_rate=self._learning_rate)
@@ -192,7 +197,8 @@ class Trainer:
     seed_states = [layer.seed_generator.state for layer in self.model.layers
                    if hasattr(layer, 'seed_generator')]
     trackables = dict(model=self.model, optimizer=self.optimizer,
-                      step=self.global_step, seed_states=seed_states)
+                      step=self.global_step, seed_states=seed_states,
+                      train_seconds=self.train_seconds)
     if self.ema:
       trackables['ema'] = self.ema
     self.checkpoint = tf.train.Checkpoint(**trackables)
@@ -207,7 +213,10 @@ class Trainer:
         keep_checkpoint_every_n_hours=(
             config.runtime.keep_checkpoint_every_n_hours))
     self._train_loop = tf.function(self._train_loop_fn,
-                                   jit_compile=False, reduce_retracing=True)
+                                   reduce_retracing=True)
+    self._train_step_fn = (
+        tf.function(self._train_step, jit_compile=True)
+        if config.runtime.jit_compile else self._train_step)
     self._eval_loop = tf.function(self._eval_loop_fn, reduce_retracing=True)
 
   def _select_train_variables(self):
@@ -288,7 +297,7 @@ class Trainer:
 
   def _train_loop_fn(self, iterator, num_steps):
     for _ in tf.range(num_steps):
-      self.strategy.run(self._train_step, args=next(iterator))
+      self.strategy.run(self._train_step_fn, args=next(iterator))
 
   # -- evaluation ---------------------------------------------------------
   def _eval_step(self, images, labels):
@@ -441,6 +450,7 @@ class Trainer:
       started = time.time()
       self._train_loop(iterator, tf.constant(next_stop - step, tf.int64))
       elapsed = time.time() - started
+      self.train_seconds.assign_add(elapsed)
       num_steps, step = next_stop - step, next_stop
       count = max(float(self.example_count.result()), 1.0)
       loss = float(self.loss_sum.result()) / num_steps
@@ -486,6 +496,12 @@ class Trainer:
     metrics = self.evaluate()
     if stage is not None:
       metrics['stage'] = stage.index + 1
+    seconds = float(self.train_seconds.numpy())
+    metrics['total_steps'] = self.total_steps
+    metrics['train_seconds'] = seconds
+    metrics['train_images_per_second'] = (
+        metrics['global_step'] * self.config.train.batch_size / seconds
+        if seconds else None)
     metrics['wall_time'] = time.time()
     print(f"eval at step {metrics['global_step']}: top-1 "
           f"{metrics['eval/acc_top1']:.4f} top-5 "
@@ -544,6 +560,7 @@ class Trainer:
     record['final'] = metrics
     record['model_name'] = self.config.model.model_name
     record['dataset'] = self.config.data.ds_name
+    record['ablation'] = self.config.train.ablation
     _write_json_atomically(os.path.join(self.model_dir, METRICS_FILE), record)
 
   def archive_if_best(self, metrics) -> bool:

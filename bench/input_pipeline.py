@@ -1,0 +1,76 @@
+"""Fashion-MNIST training-pipeline images/s next to the model's training images/s.
+
+For each size: the train pipeline (resize, flip, RandAugment N=2 M=10, mixup)
+is drained for `--batches` batches after a warm-up and timed; the model's
+training throughput is the median step time of the Trainer's compiled loop on
+synthetic batches of the same size (bench/train_throughput.py). The ratio
+pipeline / model should be >= 5 for the pipeline not to be the bottleneck.
+Measured one after the other, so each gets both cores.
+
+  python bench/input_pipeline.py --sizes=32,64,128 --batch=64
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import tensorflow as tf  # noqa: E402
+
+from automl_effnetv2 import datasets  # noqa: E402
+from automl_effnetv2 import local_data  # noqa: E402
+
+import train_throughput  # noqa: E402  pylint: disable=g-import-not-at-top
+
+
+def pipeline_images_per_second(size, batch, batches, tfds_dir, augname,
+                               threadpool):
+  inp = datasets.FashionMNISTInput(
+      is_training=True, image_size=size, augname=augname, ra_magnitude=10,
+      mixup_alpha=0.1, translate_const=8, cutout_const=8,
+      tfds_data_dir=tfds_dir, cache=True)
+  ds = inp.dataset(batch)
+  if threadpool:
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = threadpool
+    ds = ds.with_options(options)
+  iterator = iter(ds)
+  for _ in range(20):  # Warm-up: fills the cache and the prefetch buffer.
+    next(iterator)
+  start = time.perf_counter()
+  for _ in range(batches):
+    next(iterator)
+  return batches * batch / (time.perf_counter() - start)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--sizes', default='32,64,128')
+  parser.add_argument('--batch', type=int, default=64)
+  parser.add_argument('--batches', type=int, default=100)
+  parser.add_argument('--augname', default='ft_randaug')
+  parser.add_argument('--threadpool', type=int, default=0,
+                      help='tf.data private threadpool size (0: default).')
+  parser.add_argument('--skip_model', action='store_true')
+  args = parser.parse_args()
+  tfds_dir = tempfile.mkdtemp()
+  local_data.prepare_fashion_mnist(local_data.default_fashion_mnist_dir(),
+                                   tfds_dir)
+  print(f'batch {args.batch}, augname {args.augname}, {os.cpu_count()} CPUs')
+  for size in [int(s) for s in args.sizes.split(',')]:
+    pipeline = pipeline_images_per_second(size, args.batch, args.batches,
+                                          tfds_dir, args.augname,
+                                          args.threadpool)
+    line = f'{size:4d} px: pipeline {pipeline:8.1f} img/s'
+    if not args.skip_model:
+      model = args.batch / train_throughput.ours_step_seconds(
+          size, args.batch, calls=5, steps_per_call=5, jit=False)
+      line += f', model training {model:7.1f} img/s, ratio {pipeline / model:.1f}x'
+    print(line, flush=True)
+
+
+if __name__ == '__main__':
+  main()
