@@ -221,6 +221,10 @@ class ImageNetInput:
         tf.constant([self.seed, 0x313C], tf.int64), pipeline_id)
     return tf.random.experimental.stateless_fold_in(seed, batch_index)
 
+  def mixing_alphas(self):
+    """(mixup, cutmix) alphas this input applies to its training batches."""
+    return self.mixup_alpha, self.cutmix_alpha
+
   def _preprocess(self, image, seed):
     return preprocessing.preprocess_image(
         image, self.image_size, self.is_training, seed=seed,
@@ -257,10 +261,10 @@ class ImageNetInput:
               ex[0], self._example_seed(pipeline_id, i)), ex[1]),
           num_parallel_calls=AUTOTUNE, deterministic=True)
       ds = ds.batch(batch_size, drop_remainder=True)
-      if self.mixup_alpha or self.cutmix_alpha:
+      mixup_alpha, cutmix_alpha = self.mixing_alphas()
+      if mixup_alpha or cutmix_alpha:
         ds = ds.enumerate(start=start_batch).map(
-            lambda b, ex: mix_batch(ex[0], ex[1], self.mixup_alpha,
-                                    self.cutmix_alpha,
+            lambda b, ex: mix_batch(ex[0], ex[1], mixup_alpha, cutmix_alpha,
                                     self._batch_seed(pipeline_id, b)),
             num_parallel_calls=AUTOTUNE, deterministic=True)
     else:

@@ -262,7 +262,7 @@ _REGISTRY: Dict[str, Any] = {}
 def register(cls=None, prefix='effnet:', name=None):
   """Registers a class under its lower-cased name (or `name`).
 
-  Works as `@register` and as `@register(name='fashion_mnist')`.
+  Works as `@register` and as `@register(name='my_config')`.
   """
   if cls is None:
     return lambda c: register(c, prefix=prefix, name=name)
