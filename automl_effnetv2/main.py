@@ -86,16 +86,18 @@ def build_config(model_name: str, dataset_cfg: str, hparam_str: str = '',
 
 
 def run(mode: str, config: hparams.Config, model_dir: str,
-        data_dir=None, strategy=None, archive_ckpt=True):
+        data_dir=None, strategy=None, archive_ckpt=True, eval_name=None):
   """Runs one mode; returns the last metrics."""
   trainer = train_lib.Trainer(config, model_dir, strategy=strategy,
                               data_dir=data_dir)
   trainer.archive_ckpt = archive_ckpt
+  trainer.eval_name = eval_name
   if mode == 'eval':
     if not trainer.manager.latest_checkpoint:
       raise train_lib.TrainingError(
           f'no checkpoint in {model_dir} to evaluate; train first '
           '(--mode=train)')
+    trainer.check_saved_config()
     trainer.restore()
     return trainer.evaluate_and_record()
   result = trainer.train(eval_every_stage=(mode == 'traineval'))
@@ -123,7 +125,7 @@ def main(argv):
   logging.info('config:\n%s', config)
   try:
     result = run(FLAGS.mode, config, FLAGS.model_dir, FLAGS.data_dir,
-                 archive_ckpt=FLAGS.archive_ckpt)
+                 archive_ckpt=FLAGS.archive_ckpt, eval_name=FLAGS.eval_name)
   except (train_lib.TrainingError, datasets.DatasetError,
           local_data.DataFilesError) as e:
     print(f'error: {e}', file=sys.stderr)

@@ -127,6 +127,7 @@ class Trainer:
     self.model_dir = model_dir
     self.data_dir = data_dir
     self.archive_ckpt = True
+    self.eval_name = None  # Recorded with each evaluation (--eval_name).
     self.history = []  # One dict of training values per log interval.
     self.strategy = strategy or build_strategy(config.runtime.strategy,
                                                config.runtime.tpu)
@@ -494,6 +495,8 @@ class Trainer:
 
   def _evaluate_and_record(self, stage=None) -> Dict[str, object]:
     metrics = self.evaluate()
+    if self.eval_name:
+      metrics['eval_name'] = self.eval_name
     if stage is not None:
       metrics['stage'] = stage.index + 1
     seconds = float(self.train_seconds.numpy())
@@ -530,20 +533,25 @@ class Trainer:
       return tf.summary.create_noop_writer()
     return tf.summary.create_file_writer(os.path.join(self.model_dir, name))
 
+  def check_saved_config(self):
+    """Refuses to continue a run in model_dir that used another config."""
+    path = os.path.join(self.model_dir, CONFIG_FILE)
+    if not (os.path.exists(path) and tf.train.latest_checkpoint(
+        self.model_dir)):
+      return
+    differences = config_differences(hparams.load_yaml(path),
+                                     self.config.as_dict())
+    if differences:
+      raise TrainingError(
+          f'{self.model_dir} holds a run with another config (differs in '
+          f'{", ".join(differences[:8])}); use the flags of that run (its '
+          f'config is {path}) or a new --model_dir')
+
   def _check_or_save_config(self):
     if not self.is_chief:
       return
-    path = os.path.join(self.model_dir, CONFIG_FILE)
-    current = self.config.as_dict()
-    if os.path.exists(path) and tf.train.latest_checkpoint(self.model_dir):
-      saved = hparams.load_yaml(path)
-      differences = config_differences(saved, current)
-      if differences:
-        raise TrainingError(
-            f'{self.model_dir} holds a run with another config (differs in '
-            f'{", ".join(differences[:8])}); resume with the same flags or '
-            'use a new --model_dir')
-    self.config.save_to_yaml(path)
+    self.check_saved_config()
+    self.config.save_to_yaml(os.path.join(self.model_dir, CONFIG_FILE))
 
   def _read_metrics(self) -> dict:
     path = os.path.join(self.model_dir, METRICS_FILE)
