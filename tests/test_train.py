@@ -84,7 +84,7 @@ def test_killed_run_resumes_to_the_same_weights(fashion_mnist_tfds_dir,
                           env=_env(), cwd=REPO, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   deadline = time.time() + 240
-  while not (killed / 'ckpt-5.index').exists():
+  while not tf.train.latest_checkpoint(str(killed)):
     assert proc.poll() is None and time.time() < deadline, 'no checkpoint'
     time.sleep(0.02)
   proc.send_signal(signal.SIGKILL)
