@@ -20,7 +20,7 @@ Differences from upstream (docs/deviations.md):
 """
 import functools
 import math
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -376,12 +376,3 @@ def distort_image(image, augname: str, ra_num_layers: int, ra_magnitude: float,
   raise ValueError(f"unknown augmentation {augname!r}; valid: 'autoaug', "
                    "'randaug', 'ra_aa'")
 
-
-OPS_BY_NAME: Dict[str, Callable] = {
-    'AutoContrast': autocontrast, 'Equalize': equalize, 'Invert': invert,
-    'Rotate': rotate, 'Posterize': posterize, 'Solarize': solarize,
-    'SolarizeAdd': solarize_add, 'Color': color, 'Contrast': contrast,
-    'Brightness': brightness, 'Sharpness': sharpness, 'ShearX': shear_x,
-    'ShearY': shear_y, 'TranslateX': translate_x, 'TranslateY': translate_y,
-    'Cutout': cutout,
-}
