@@ -37,6 +37,6 @@ setuptools.setup(
         'cpu': [f'tensorflow-cpu>={TF_MIN}'],
         'gpu': [f'tensorflow[and-cuda]>={TF_MIN}'],
         'tf': [f'tensorflow>={TF_MIN}'],
-        'test': ['pytest>=7', 'pillow>=9'],
+        'test': ['pytest>=7', 'pillow>=9', 'portpicker>=1.5'],
     },
 )
