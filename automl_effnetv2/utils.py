@@ -225,8 +225,19 @@ def _value(variable):
 
 
 # -- precision ---------------------------------------------------------------
-def precision_policy(mixed_precision: bool, device_kind: str) -> str:
-  """mixed_bfloat16 on TPU, mixed_float16 on GPU, float32 on CPU."""
+PRECISION_POLICIES = ('float32', 'mixed_float16', 'mixed_bfloat16')
+
+
+def precision_policy(mixed_precision, device_kind: str) -> str:
+  """mixed_bfloat16 on TPU, mixed_float16 on GPU, float32 on CPU.
+
+  `runtime.mixed_precision` may also name a Keras policy outright.
+  """
+  if isinstance(mixed_precision, str):
+    if mixed_precision not in PRECISION_POLICIES:
+      raise ValueError(f'runtime.mixed_precision={mixed_precision!r}; valid: '
+                       f'true, false, {", ".join(PRECISION_POLICIES)}')
+    return mixed_precision
   if not mixed_precision:
     return 'float32'
   return {'TPU': 'mixed_bfloat16', 'GPU': 'mixed_float16'}.get(

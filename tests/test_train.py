@@ -249,3 +249,22 @@ def test_stage_schedule_of_the_trainer_matches_progressive(tiny_config,
   trainer = train_lib.Trainer(config, str(tmp_path), strategy=_one_device())
   assert trainer.stages == progressive.stage_schedule(
       config, trainer.total_steps, 32)
+
+
+def test_float16_training_uses_loss_scaling(tiny_config, tmp_path):
+  # On a GPU, mixed precision means float16; the policy can be forced here
+  # to exercise the loss-scaled path on a CPU.
+  import keras  # pylint: disable=g-import-not-at-top
+  config = tiny_config('runtime.mixed_precision=mixed_float16,'
+                       'train.epochs=0.01,train.stages=0')
+  try:
+    trainer = train_lib.Trainer(config, str(tmp_path), strategy=_one_device())
+    assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert trainer.model.get_layer('head_conv').compute_dtype == 'float16'
+    trainer.train()
+    assert all(np.isfinite(h['loss']) for h in trainer.history)
+    assert trainer.model(np.zeros((1, 32, 32, 3), 'float32')).dtype == (
+        tf.float32)
+    assert trainer.evaluate()['eval/acc_top1'] > 0
+  finally:
+    keras.mixed_precision.set_global_policy('float32')
