@@ -202,6 +202,7 @@ class Trainer:
                       train_seconds=self.train_seconds)
     if self.ema:
       trackables['ema'] = self.ema
+    self._trackables = trackables
     self.checkpoint = tf.train.Checkpoint(**trackables)
     # Under MultiWorkerMirroredStrategy every worker saves (saving is a
     # collective), but only the chief writes to model_dir.
@@ -349,7 +350,14 @@ class Trainer:
     """Restores the latest checkpoint in model_dir; returns the step."""
     latest = tf.train.latest_checkpoint(self.model_dir)
     if latest:
-      self.checkpoint.restore(latest).assert_existing_objects_matched()
+      saved = {name.split('/')[0] for name, _ in tf.train.list_variables(latest)}
+      # Checkpoints written before training time was recorded lack it; the
+      # time then counts from this session.
+      checkpoint = (self.checkpoint if 'train_seconds' in saved else
+                    tf.train.Checkpoint(**{
+                        k: v for k, v in self._trackables.items()
+                        if k != 'train_seconds'}))
+      checkpoint.restore(latest).assert_existing_objects_matched()
       logging.info('restored %s at step %d', latest,
                    int(self.global_step.numpy()))
     elif self.config.train.ft_init_ckpt:
