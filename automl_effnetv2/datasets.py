@@ -563,7 +563,7 @@ class FashionMNISTFt(Cifar10Ft):
 class FashionMNIST:
   """Fashion-MNIST from scratch on a CPU, with progressive learning.
 
-  Four stages from 32 px to 64 px (ibase 22: sizes 32, 42, 53, 64), with
+  Four stages from 32 px to 64 px (ibase 22: sizes 32, 43, 53, 64), with
   RandAugment magnitude 5 -> 10 as the adaptive regularization (like V2-S,
   no mixup), augmentation pixel constants scaled to small images, a cosine
   schedule and a short EMA for a 30-epoch run. docs/results.md has the
