@@ -27,8 +27,6 @@ from automl_effnetv2 import effnetv2_configs
 from automl_effnetv2 import hparams
 from automl_effnetv2 import utils
 
-MIN_IMAGE_SIZE = 32
-
 
 class ConvKernelInitializer(keras.initializers.Initializer):
   """normal(0, sqrt(2 / fan_out)), fan_out = kh * kw * out_channels.
