@@ -142,7 +142,8 @@ class ImageNetInput:
                mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
                ra_num_layers: int = 2, ra_magnitude: float = 15,
                translate_const=None, cutout_const=None, seed: int = 0,
-               tfds_data_dir: Optional[str] = None):
+               tfds_data_dir: Optional[str] = None,
+               parallel_calls: Optional[int] = None):
     if image_size < 1:
       raise ValueError(f'image_size must be positive, got {image_size}')
     self.is_training = is_training
@@ -164,6 +165,18 @@ class ImageNetInput:
     self.cutout_const = cutout_const
     self.seed = int(seed)
     self.tfds_data_dir = tfds_data_dir
+    # None: tf.data's autotuner picks map parallelism and prefetch depth;
+    # n: n parallel calls, two batches prefetched, autotuner off
+    # (docs/benchmarks.md measures both).
+    if parallel_calls is not None and int(parallel_calls) < 1:
+      raise ValueError('data.parallel_calls must be a positive integer or '
+                       f'None (autotune), got {parallel_calls!r}')
+    self.parallel_calls = None if parallel_calls is None else int(
+        parallel_calls)
+
+  @property
+  def num_parallel_calls(self):
+    return AUTOTUNE if self.parallel_calls is None else self.parallel_calls
 
   @property
   def split_info(self):
@@ -199,8 +212,8 @@ class ImageNetInput:
     ds = ds.shard(num_pipelines, pipeline_id)
     ds = ds.interleave(
         lambda f: tf.data.TFRecordDataset(f, buffer_size=8 * 1024 * 1024),
-        cycle_length=4, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return ds.map(self.parse_record, num_parallel_calls=AUTOTUNE)
+        cycle_length=4, num_parallel_calls=self.num_parallel_calls, deterministic=True)
+    return ds.map(self.parse_record, num_parallel_calls=self.num_parallel_calls)
 
   def parse_record(self, record):
     features = tf.io.parse_single_example(record, {
@@ -259,23 +272,24 @@ class ImageNetInput:
       ds = ds.map(
           lambda i, ex: (self._preprocess(
               ex[0], self._example_seed(pipeline_id, i)), ex[1]),
-          num_parallel_calls=AUTOTUNE, deterministic=True)
+          num_parallel_calls=self.num_parallel_calls, deterministic=True)
       ds = ds.batch(batch_size, drop_remainder=True)
       mixup_alpha, cutmix_alpha = self.mixing_alphas()
       if mixup_alpha or cutmix_alpha:
         ds = ds.enumerate(start=start_batch).map(
             lambda b, ex: mix_batch(ex[0], ex[1], mixup_alpha, cutmix_alpha,
                                     self._batch_seed(pipeline_id, b)),
-            num_parallel_calls=AUTOTUNE, deterministic=True)
+            num_parallel_calls=self.num_parallel_calls, deterministic=True)
     else:
       ds = ds.map(lambda image, label: (self._preprocess(image, None), label),
-                  num_parallel_calls=AUTOTUNE, deterministic=True)
+                  num_parallel_calls=self.num_parallel_calls, deterministic=True)
       ds = ds.batch(batch_size, drop_remainder=False)
     if self.image_dtype != tf.float32:
       ds = ds.map(lambda x, y: (tf.cast(x, self.image_dtype), y))
-    ds = ds.prefetch(AUTOTUNE)
+    ds = ds.prefetch(AUTOTUNE if self.parallel_calls is None else 2)
     options = tf.data.Options()
     options.deterministic = True
+    options.autotune.enabled = self.parallel_calls is None
     return ds.with_options(options)
 
   def distribute_dataset_fn(self, global_batch_size: int, start_step: int = 0):
@@ -340,7 +354,7 @@ class CIFAR10Input(ImageNetInput):
     ds = self.load_tfds().shard(num_pipelines, pipeline_id)
     return ds.map(
         lambda ex: (ex['image'], tf.one_hot(ex['label'], self.num_classes)),
-        num_parallel_calls=AUTOTUNE)
+        num_parallel_calls=self.num_parallel_calls)
 
 
 class CIFAR100Input(CIFAR10Input):
@@ -475,7 +489,8 @@ def build_dataset_input(is_training, image_size, image_dtype, data_dir, split,
       translate_const=data_config.get('translate_const'),
       cutout_const=data_config.get('cutout_const'),
       seed=seed,
-      tfds_data_dir=data_config.get('tfds_data_dir'))
+      tfds_data_dir=data_config.get('tfds_data_dir'),
+      parallel_calls=data_config.get('parallel_calls'))
 
 
 # -- training configs ---------------------------------------------------------

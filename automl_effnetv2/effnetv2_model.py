@@ -50,6 +50,48 @@ class DenseKernelInitializer(keras.initializers.Initializer):
         shape, minval=-init_range, maxval=init_range, dtype=dtype)
 
 
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+  """Keras' BatchNormalization computed by TensorFlow's fused kernel.
+
+  Upstream's TF2 Keras BatchNormalization ran the fused kernel whenever it
+  could; Keras 3 always composes moments and normalization from small ops,
+  which costs a lot of the step time on CPU (docs/benchmarks.md). Same
+  weights, names and inference maths as the Keras layer; in training the
+  moving variance is updated with the batch variance corrected by
+  n / (n - 1), as the fused kernel (and therefore upstream) does. Anything
+  the fused kernel cannot take (masks, renorm, synchronized statistics,
+  non-4D inputs, other axes or dtypes) goes through Keras' own layer.
+  """
+
+  _FUSED_DTYPES = ('float32', 'float16', 'bfloat16')
+
+  def _can_fuse(self, inputs, mask):
+    return (mask is None and not self.renorm and not self.synchronized and
+            self.scale and self.center and len(inputs.shape) == 4 and
+            self.axis in (-1, 3) and
+            keras.backend.standardize_dtype(inputs.dtype) in self._FUSED_DTYPES)
+
+  def call(self, inputs, training=None, mask=None):
+    if not self._can_fuse(inputs, mask) or not isinstance(
+        training, (bool, type(None))):
+      return super().call(inputs, training=training, mask=mask)
+    is_training = bool(training) and self.trainable
+    outputs, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+        x=inputs, scale=tf.cast(self.gamma, tf.float32),
+        offset=tf.cast(self.beta, tf.float32),
+        mean=tf.cast(self.moving_mean, tf.float32),
+        variance=tf.cast(self.moving_variance, tf.float32),
+        epsilon=self.epsilon,
+        # With is_training and a factor below 1, the kernel returns the
+        # updated moving averages rather than the batch moments.
+        exponential_avg_factor=1.0 - self.momentum if is_training else 1.0,
+        data_format='NHWC', is_training=is_training)
+    if is_training:
+      self.moving_mean.assign(mean)
+      self.moving_variance.assign(variance)
+    return tf.cast(outputs, self.compute_dtype)
+
+
 class StochasticDepth(keras.layers.Layer):
   """Drops the residual branch per example with probability 1 - survival_prob.
 
@@ -175,7 +217,7 @@ class _Builder:
     if bn_type == 'gn':
       return keras.layers.GroupNormalization(
           groups=m.gn_groups, epsilon=m.bn_epsilon, name=name)
-    return keras.layers.BatchNormalization(
+    return FusedBatchNormalization(
         momentum=m.bn_momentum, epsilon=m.bn_epsilon,
         synchronized=bn_type in ('tpu_bn', 'sync_bn'), name=name)
 

@@ -375,6 +375,9 @@ base_config = Config(
         translate_const=None,
         cutout_const=None,
         tfds_data_dir=None,
+        # Port addition: tf.data map parallelism; None lets the autotuner
+        # choose (upstream's AUTOTUNE everywhere).
+        parallel_calls=None,
     ),
     runtime=dict(
         iterations_per_loop=1000,

@@ -78,6 +78,36 @@ def test_resumed_stream_equals_uninterrupted_stream(fashion_mnist_tfds_dir):
   assert not np.array_equal(uninterrupted[0][0], uninterrupted[1][0])
 
 
+def test_fixed_parallelism_gives_the_autotuned_stream(fashion_mnist_tfds_dir):
+  def make(parallel_calls):
+    return datasets.FashionMNISTInput(
+        is_training=True, image_size=32, augname='ft_randaug', mixup_alpha=0.2,
+        seed=3, tfds_data_dir=fashion_mnist_tfds_dir,
+        parallel_calls=parallel_calls)
+  autotuned = make(None).dataset(8)
+  fixed = make(2).dataset(8)
+  assert autotuned.options().autotune.enabled
+  assert not fixed.options().autotune.enabled
+  for (x1, y1), (x2, y2) in zip(autotuned.take(3), fixed.take(3)):
+    np.testing.assert_array_equal(x1.numpy(), x2.numpy())
+    np.testing.assert_array_equal(y1.numpy(), y2.numpy())
+
+
+def test_parallel_calls_from_the_config_and_bad_values():
+  from automl_effnetv2 import main
+  default = main.build_config('efficientnetv2-b0', 'fashion_mnist', '')
+  assert default.data.parallel_calls is None  # Upstream's AUTOTUNE.
+  inp = datasets.build_dataset_input(True, 32, None, None, None, default.data)
+  assert inp.num_parallel_calls == tf.data.AUTOTUNE
+  fixed = main.build_config('efficientnetv2-b0', 'fashion_mnist',
+                            'data.parallel_calls=3')
+  inp = datasets.build_dataset_input(True, 32, None, None, None, fixed.data)
+  assert inp.num_parallel_calls == 3
+  with pytest.raises(ValueError, match='parallel_calls'):
+    datasets.FashionMNISTInput(is_training=True, image_size=32,
+                               parallel_calls=0)
+
+
 def test_two_input_pipelines_read_disjoint_shards(fashion_mnist_tfds_dir):
   inp = datasets.FashionMNISTInput(is_training=False, image_size=32,
                                    tfds_data_dir=fashion_mnist_tfds_dir)

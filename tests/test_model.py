@@ -95,3 +95,84 @@ def test_v1_model_builds_with_mbconv_only():
   model = effnetv2_model.get_model('efficientnet-b0', num_classes=1000)
   # EfficientNet-B0 has 5.3M parameters (Tan & Le 2019, Table 2).
   assert abs(effnetv2_model.count_params(model) / 1e6 - 5.3) < 0.05
+
+
+def _bn_pair(momentum=0.9, channels=4):
+  import keras
+  keras_bn = keras.layers.BatchNormalization(momentum=momentum, epsilon=1e-3)
+  fused_bn = effnetv2_model.FusedBatchNormalization(momentum=momentum,
+                                                    epsilon=1e-3)
+  for layer in (keras_bn, fused_bn):
+    layer.build((None, 5, 5, channels))
+    layer.gamma.assign(np.arange(1, channels + 1, dtype='float32'))
+    layer.beta.assign(np.full(channels, 0.5, 'float32'))
+  return keras_bn, fused_bn
+
+
+def test_fused_batch_norm_trains_like_keras_with_unbiased_moving_variance():
+  import tensorflow as tf
+  keras_bn, fused_bn = _bn_pair(momentum=0.9)
+  x = tf.constant(np.random.default_rng(0).normal(2, 3, (8, 5, 5, 4)),
+                  tf.float32)
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(x)
+    want = keras_bn(x, training=True)
+    got = fused_bn(x, training=True)
+    loss_want = tf.reduce_sum(want * tf.range(4, dtype=tf.float32))
+    loss_got = tf.reduce_sum(got * tf.range(4, dtype=tf.float32))
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  for a, b in zip(tape.gradient(loss_got, [x, fused_bn.gamma, fused_bn.beta]),
+                  tape.gradient(loss_want, [x, keras_bn.gamma, keras_bn.beta])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+  batch_mean = x.numpy().mean(axis=(0, 1, 2))
+  np.testing.assert_allclose(fused_bn.moving_mean, 0.1 * batch_mean,
+                             rtol=1e-5, atol=1e-6)
+  n = 8 * 5 * 5  # The fused kernel (like upstream's TF2 BN) updates the
+  # moving variance with the Bessel-corrected batch variance.
+  unbiased = x.numpy().var(axis=(0, 1, 2)) * n / (n - 1)
+  np.testing.assert_allclose(fused_bn.moving_variance, 0.9 + 0.1 * unbiased,
+                             rtol=1e-5)
+  assert not np.allclose(fused_bn.moving_variance, keras_bn.moving_variance)
+
+
+def test_fused_batch_norm_inference_matches_keras_and_changes_nothing():
+  keras_bn, fused_bn = _bn_pair()
+  rng = np.random.default_rng(1)
+  stats = [rng.normal(0, 1, 4).astype('float32'),
+           rng.uniform(0.5, 2, 4).astype('float32')]
+  for layer in (keras_bn, fused_bn):
+    layer.moving_mean.assign(stats[0])
+    layer.moving_variance.assign(stats[1])
+  x = rng.normal(0, 2, (3, 5, 5, 4)).astype('float32')
+  np.testing.assert_allclose(fused_bn(x, training=False),
+                             keras_bn(x, training=False), atol=1e-5)
+  np.testing.assert_array_equal(fused_bn.moving_mean, stats[0])
+  np.testing.assert_array_equal(fused_bn.moving_variance, stats[1])
+
+
+def test_fused_batch_norm_falls_back_where_the_kernel_cannot_run():
+  import keras
+  keras_bn = keras.layers.BatchNormalization(momentum=0.9)
+  fused_bn = effnetv2_model.FusedBatchNormalization(momentum=0.9)
+  # A 3-D input is outside the fused kernel's NHWC contract: Keras' maths,
+  # biased moving variance included.
+  x = np.random.default_rng(2).normal(0, 1, (4, 3, 4)).astype('float32')
+  assert not fused_bn._can_fuse(x, None)  # pylint: disable=protected-access
+  np.testing.assert_allclose(fused_bn(x, training=True),
+                             keras_bn(x, training=True), atol=1e-5)
+  np.testing.assert_allclose(fused_bn.moving_variance,
+                             keras_bn.moving_variance, rtol=1e-6)
+  sync = effnetv2_model.FusedBatchNormalization(synchronized=True)
+  assert not sync._can_fuse(np.zeros((2, 3, 3, 4), 'float32'), None)  # pylint: disable=protected-access
+
+
+def test_model_uses_fused_batch_norm_unless_synchronized():
+  plain = effnetv2_model.get_model('efficientnetv2-b0', model_config=TINY)
+  synced = effnetv2_model.get_model(
+      'efficientnetv2-b0', model_config=dict(TINY, bn_type='sync_bn'))
+  plain_bns = [l for l in plain.layers if 'BatchNormalization' in
+               type(l).__name__]
+  assert plain_bns and all(
+      type(l) is effnetv2_model.FusedBatchNormalization for l in plain_bns)
+  assert all(l.synchronized for l in synced.layers
+             if 'BatchNormalization' in type(l).__name__)
