@@ -217,7 +217,9 @@ class _Builder:
     if bn_type == 'gn':
       return keras.layers.GroupNormalization(
           groups=m.gn_groups, epsilon=m.bn_epsilon, name=name)
-    return FusedBatchNormalization(
+    layer = (FusedBatchNormalization if m.get('fused_bn', True)
+             else keras.layers.BatchNormalization)
+    return layer(
         momentum=m.bn_momentum, epsilon=m.bn_epsilon,
         synchronized=bn_type in ('tpu_bn', 'sync_bn'), name=name)
 

@@ -297,6 +297,9 @@ base_config = Config(
         bn_momentum=0.9,
         bn_epsilon=1e-3,
         gn_groups=8,
+        # Port addition: BN through TF's fused kernel, as upstream's TF2 Keras
+        # did; False uses Keras 3's composed ops (see docs/deviations.md).
+        fused_bn=True,
         depth_divisor=8,
         min_depth=8,
         act_fn='silu',

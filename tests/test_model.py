@@ -176,3 +176,7 @@ def test_model_uses_fused_batch_norm_unless_synchronized():
       type(l) is effnetv2_model.FusedBatchNormalization for l in plain_bns)
   assert all(l.synchronized for l in synced.layers
              if 'BatchNormalization' in type(l).__name__)
+  composed = effnetv2_model.get_model(
+      'efficientnetv2-b0', model_config=dict(TINY, fused_bn=False))
+  assert not any(isinstance(l, effnetv2_model.FusedBatchNormalization)
+                 for l in composed.layers)
