@@ -46,6 +46,25 @@ def _copy_weights(source, dest):
     mine.set_weights(reference.get_weights())  # Raises on any shape mismatch.
 
 
+def _logits_of_both(name, fused_bn):
+  """(ours, reference) logits on one random batch, weights copied over."""
+  ours = effnetv2_model.get_model(name, num_classes=1000,
+                                  model_config={'fused_bn': fused_bn})
+  theirs = KERAS_VARIANTS[name](
+      include_preprocessing=False, weights=None, classes=1000,
+      input_shape=(64, 64, 3), classifier_activation=None)
+  assert effnetv2_model.count_params(ours) == theirs.count_params()
+  rng = np.random.default_rng(0)
+  _randomize_bn_statistics(theirs, rng)
+  _copy_weights(theirs, ours)
+  images = rng.uniform(-1, 1, (2, 64, 64, 3)).astype('float32')
+  expected = theirs(images, training=False).numpy()
+  got = ours(images, training=False).numpy()
+  assert got.shape == (2, 1000)
+  assert expected.std() > 1e-3  # The comparison is not between two zeros.
+  return got, expected
+
+
 @pytest.mark.parametrize('name', sorted(KERAS_VARIANTS))
 def test_matches_keras_applications(name):
   # The architecture check runs both on Keras' BN ops: untrained deep
@@ -53,38 +72,12 @@ def test_matches_keras_applications(name):
   # any kernel difference, however small, is amplified. The fused kernel is
   # compared with Keras' BN layer by layer in test_model.py and end to end
   # on B0 below.
-  ours = effnetv2_model.get_model(name, num_classes=1000,
-                                  model_config={'fused_bn': False})
-  theirs = KERAS_VARIANTS[name](
-      include_preprocessing=False, weights=None, classes=1000,
-      input_shape=(64, 64, 3),
-      classifier_activation=None)
-  assert effnetv2_model.count_params(ours) == theirs.count_params()
-
-  rng = np.random.default_rng(0)
-  _randomize_bn_statistics(theirs, rng)
-  _copy_weights(theirs, ours)
-
-  images = rng.uniform(-1, 1, (2, 64, 64, 3)).astype('float32')
-  expected = theirs(images, training=False).numpy()
-  got = ours(images, training=False).numpy()
-  assert got.shape == (2, 1000)
-  assert expected.std() > 1e-3  # The comparison is not between two zeros.
+  got, expected = _logits_of_both(name, fused_bn=False)
   np.testing.assert_array_less(np.abs(got - expected).max(), 1e-4)
 
 
 def test_fused_batch_norm_model_matches_keras_applications_b0():
-  ours = effnetv2_model.get_model('efficientnetv2-b0', num_classes=1000)
-  theirs = keras.applications.EfficientNetV2B0(
-      include_preprocessing=False, weights=None, classes=1000,
-      input_shape=(64, 64, 3), classifier_activation=None)
-  rng = np.random.default_rng(0)
-  _randomize_bn_statistics(theirs, rng)
-  _copy_weights(theirs, ours)
-  images = rng.uniform(-1, 1, (2, 64, 64, 3)).astype('float32')
-  expected = theirs(images, training=False).numpy()
-  got = ours(images, training=False).numpy()
-  assert expected.std() > 1e-3
+  got, expected = _logits_of_both('efficientnetv2-b0', fused_bn=True)
   np.testing.assert_allclose(got, expected, rtol=1e-3,
                              atol=1e-3 * np.abs(expected).max())
 
