@@ -175,8 +175,12 @@ class ImageNetInput:
         parallel_calls)
 
   @property
+  def autotune(self) -> bool:
+    return self.parallel_calls is None
+
+  @property
   def num_parallel_calls(self):
-    return AUTOTUNE if self.parallel_calls is None else self.parallel_calls
+    return AUTOTUNE if self.autotune else self.parallel_calls
 
   @property
   def split_info(self):
@@ -212,8 +216,10 @@ class ImageNetInput:
     ds = ds.shard(num_pipelines, pipeline_id)
     ds = ds.interleave(
         lambda f: tf.data.TFRecordDataset(f, buffer_size=8 * 1024 * 1024),
-        cycle_length=4, num_parallel_calls=self.num_parallel_calls, deterministic=True)
-    return ds.map(self.parse_record, num_parallel_calls=self.num_parallel_calls)
+        cycle_length=4, num_parallel_calls=self.num_parallel_calls,
+        deterministic=True)
+    return ds.map(self.parse_record,
+                  num_parallel_calls=self.num_parallel_calls)
 
   def parse_record(self, record):
     features = tf.io.parse_single_example(record, {
@@ -282,14 +288,15 @@ class ImageNetInput:
             num_parallel_calls=self.num_parallel_calls, deterministic=True)
     else:
       ds = ds.map(lambda image, label: (self._preprocess(image, None), label),
-                  num_parallel_calls=self.num_parallel_calls, deterministic=True)
+                  num_parallel_calls=self.num_parallel_calls,
+                  deterministic=True)
       ds = ds.batch(batch_size, drop_remainder=False)
     if self.image_dtype != tf.float32:
       ds = ds.map(lambda x, y: (tf.cast(x, self.image_dtype), y))
-    ds = ds.prefetch(AUTOTUNE if self.parallel_calls is None else 2)
+    ds = ds.prefetch(AUTOTUNE if self.autotune else 2)
     options = tf.data.Options()
     options.deterministic = True
-    options.autotune.enabled = self.parallel_calls is None
+    options.autotune.enabled = self.autotune
     return ds.with_options(options)
 
   def distribute_dataset_fn(self, global_batch_size: int, start_step: int = 0):

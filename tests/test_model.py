@@ -167,15 +167,19 @@ def test_fused_batch_norm_falls_back_where_the_kernel_cannot_run():
 
 
 def test_model_uses_fused_batch_norm_unless_synchronized():
+  import keras
+
+  def batch_norms(model):
+    return [l for l in model.layers
+            if isinstance(l, keras.layers.BatchNormalization)]
+
   plain = effnetv2_model.get_model('efficientnetv2-b0', model_config=TINY)
   synced = effnetv2_model.get_model(
       'efficientnetv2-b0', model_config=dict(TINY, bn_type='sync_bn'))
-  plain_bns = [l for l in plain.layers if 'BatchNormalization' in
-               type(l).__name__]
-  assert plain_bns and all(
-      type(l) is effnetv2_model.FusedBatchNormalization for l in plain_bns)
-  assert all(l.synchronized for l in synced.layers
-             if 'BatchNormalization' in type(l).__name__)
+  assert batch_norms(plain) and all(
+      type(l) is effnetv2_model.FusedBatchNormalization
+      for l in batch_norms(plain))
+  assert all(l.synchronized for l in batch_norms(synced))
   composed = effnetv2_model.get_model(
       'efficientnetv2-b0', model_config=dict(TINY, fused_bn=False))
   assert not any(isinstance(l, effnetv2_model.FusedBatchNormalization)
