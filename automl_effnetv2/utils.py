@@ -108,12 +108,15 @@ def variable_path(variable) -> str:
 
 # -- optimizers --------------------------------------------------------------
 class TF1RMSprop(keras.optimizers.RMSprop):
-  """RMSprop with TF1's initial mean square of one.
+  """RMSprop with TF1's initial mean square of one and TF1's fused kernel.
 
   Keras starts the mean square at zero, which makes the first updates about
   1/sqrt(1 - rho) times larger than upstream's tf.compat.v1 RMSPropOptimizer.
   The update rule itself (epsilon inside the square root, heavy-ball momentum)
-  is the same in both.
+  is the same in both. Like TF1, the update runs as one ResourceApplyRMSProp
+  kernel per variable; Keras composes it from about ten small ops, which on
+  a CPU costs a sizeable part of a small model's step (docs/benchmarks.md).
+  The centered variant and runs without momentum keep Keras' update.
   """
 
   def build(self, var_list):
@@ -129,6 +132,29 @@ class TF1RMSprop(keras.optimizers.RMSprop):
     if self.centered:
       self._average_gradients = self.add_optimizer_variables(
           var_list, 'average_gradient')
+
+  def update_step(self, gradient, variable, learning_rate):
+    if (self.centered or self.momentum <= 0 or
+        isinstance(gradient, tf.IndexedSlices) or
+        not hasattr(variable, 'handle')):
+      return super().update_step(gradient, variable, learning_rate)
+    index = self._get_variable_index(variable)
+    dtype = variable.dtype
+    # Under tf.distribute this runs inside the strategy's update() call, where
+    # a mirrored slot's handle is the copy on this variable's device.
+    tf.raw_ops.ResourceApplyRMSProp(
+        var=variable.handle,
+        ms=_tf_variable(self._velocities[index]).handle,
+        mom=_tf_variable(self._momentums[index]).handle,
+        lr=tf.cast(learning_rate, dtype), rho=tf.cast(self.rho, dtype),
+        momentum=tf.cast(self.momentum, dtype),
+        epsilon=tf.cast(self.epsilon, dtype),
+        grad=tf.cast(gradient, dtype), use_locking=False)
+
+
+def _tf_variable(variable):
+  """The tf.Variable behind a Keras 3 variable (or the variable itself)."""
+  return variable.value if isinstance(variable, keras.Variable) else variable
 
 
 OPTIMIZERS = ('rmsprop', 'sgd', 'momentum', 'adam')

@@ -1,4 +1,5 @@
 """The trainer end to end on real Fashion-MNIST with a tiny model."""
+import functools
 import json
 import os
 import signal
@@ -144,6 +145,11 @@ def test_mirrored_two_replicas_match_one_device(tiny_config, tmp_path):
                                 strategy=strategy)
     assert trainer.num_replicas == (2 if name == 'mirrored' else 1)
     trainer.train()
+    if name == 'mirrored':  # Each replica's copy got the same update.
+      for variable in (trainer.model.trainable_weights +
+                       trainer.optimizer.variables):
+        copies = [c.numpy() for c in variable.value.values]
+        np.testing.assert_array_equal(copies[0], copies[1])
     results[name] = (
         [w.numpy() for w in trainer.model.trainable_weights],
         [w.numpy() for w in trainer.model.non_trainable_weights],
@@ -241,6 +247,54 @@ def test_rmsprop_starts_from_upstreams_unit_mean_square():
   opt.apply([tf.constant([2.0])], [var])
   # TF1: ms = 0.9 * 1 + 0.1 * 4 = 1.3; mom = 0.1 * 2 / sqrt(1.3 + 1e-3).
   assert var.numpy()[0] == pytest.approx(1 - 0.2 / np.sqrt(1.301), rel=1e-5)
+
+
+def _rmsprop_trajectory(fused, learning_rates):
+  """Weights and slots after RMSprop steps with the given learning rates."""
+  from automl_effnetv2 import utils  # pylint: disable=g-import-not-at-top
+  import keras  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  grads = [rng.normal(size=(4, 3)).astype('float32') for _ in learning_rates]
+  kernel = keras.Variable(rng.normal(size=(4, 3)).astype('float32'))
+  # A changing learning rate: one value per step.
+  schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
+      list(range(1, len(learning_rates))), list(learning_rates))
+  opt = utils.build_optimizer('rmsprop', learning_rate=schedule)
+  if not fused:  # Keras' composed update with the same slots.
+    opt.update_step = functools.partial(keras.optimizers.RMSprop.update_step,
+                                        opt)
+  opt.build([kernel])
+  step = tf.function(lambda grad: opt.apply([grad], [kernel]))
+  for grad in grads:
+    step(tf.constant(grad))
+  return kernel.numpy(), [v.numpy() for v in opt.variables[1:]]
+
+
+def test_fused_rmsprop_equals_keras_update():
+  # ResourceApplyRMSProp (TF1's kernel, used by the port) against Keras'
+  # composed RMSprop update on the same TF1 slots, with a changing LR. The
+  # Mirrored path is checked on the Trainer (test_mirrored_two_replicas_...).
+  rates = [0.1, 0.05, 0.2, 0.01]
+  fused, fused_slots = _rmsprop_trajectory(True, rates)
+  composed, composed_slots = _rmsprop_trajectory(False, rates)
+  # The comparison is not vacuous: the later steps move the weights.
+  assert not np.allclose(fused, _rmsprop_trajectory(True, rates[:2])[0])
+  np.testing.assert_allclose(fused, composed, rtol=1e-5, atol=1e-6)
+  for a, b in zip(fused_slots, composed_slots):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_rmsprop_runs_the_tf1_kernel():
+  from automl_effnetv2 import utils  # pylint: disable=g-import-not-at-top
+  var = tf.Variable([1.0, 2.0])
+  opt = utils.build_optimizer('rmsprop', learning_rate=0.1)
+  opt.build([var])
+  graph = tf.function(lambda: opt.apply([tf.constant([1.0, 1.0])], [var])
+                      ).get_concrete_function().graph
+  op_types = {op.type for op in graph.get_operations()}
+  for function in graph._functions.values():  # pylint: disable=protected-access
+    op_types |= {op.type for op in function.graph.get_operations()}
+  assert 'ResourceApplyRMSProp' in op_types
 
 
 def test_stage_schedule_of_the_trainer_matches_progressive(tiny_config,

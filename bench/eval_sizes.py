@@ -1,0 +1,44 @@
+"""Top-1 of a finished run's EMA weights at other image sizes.
+
+Progressive learning trains the early stages at smaller sizes than the
+evaluation; this shows how size-specific the final network is. Restores the
+latest checkpoint of a model_dir with the run's own config.yaml and
+evaluates the eval split at each size.
+
+  python bench/eval_sizes.py runs/fm_v2 --sizes=32,48,56,64,72
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from automl_effnetv2 import hparams  # noqa: E402
+from automl_effnetv2 import train_lib  # noqa: E402
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('model_dir')
+  parser.add_argument('--sizes', default='32,48,56,64,72,80')
+  parser.add_argument('--data_dir', default=None)
+  args = parser.parse_args()
+  config_path = os.path.join(args.model_dir, 'config.yaml')
+  if not os.path.exists(config_path):
+    sys.exit(f'error: {config_path} not found; pass the model_dir of a run')
+  trainer = train_lib.Trainer(hparams.Config.from_yaml(config_path),
+                              args.model_dir, data_dir=args.data_dir)
+  if not trainer.manager.latest_checkpoint:
+    sys.exit(f'error: no checkpoint in {args.model_dir}')
+  step = trainer.restore()
+  print(f'{args.model_dir} at step {step}, trained last at '
+        f'{trainer.stages[-1].image_size} px, EMA weights')
+  for size in [int(s) for s in args.sizes.split(',')]:
+    trainer.eval_size = size
+    top1 = trainer.evaluate(use_ema=True)['eval/acc_top1']
+    print(f'{size:4d} px: top-1 {100 * top1:.2f} %', flush=True)
+
+
+if __name__ == '__main__':
+  main()
