@@ -7,12 +7,14 @@ synthetic batches, at the same batch and image size, in this process:
 - keras: `model.fit` with RMSprop and categorical cross-entropy, timed per
   batch by a callback.
 Throughput comes from the median step time, not from fit's wall time (tf.data
-autotune adds stalls at the end of fit here). Prints one line per size and
-the ratio ours / keras.
+autotune adds stalls at the end of fit here); the two sides take turns in
+several rounds so that this machine's drifts in speed hit both. Prints one
+line per size and the ratio ours / keras.
 
   python bench/train_throughput.py --sizes=32,64,128 --batch=64
 """
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -36,25 +38,37 @@ def synthetic(batch, size, classes=10):
   return images, labels
 
 
-def ours_step_seconds(size, batch, calls, steps_per_call, jit):
-  config = effnet_main.build_config(
-      'efficientnetv2-b0', 'cifar10ft',
-      f'train.batch_size={batch},runtime.jit_compile={str(jit).lower()},'
-      'runtime.mixed_precision=false')
-  trainer = train_lib.Trainer(config, tempfile.mkdtemp(),
-                              strategy=tf.distribute.OneDeviceStrategy('/cpu:0'))
-  images, labels = synthetic(batch, size)
-  dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
-  iterator = iter(trainer.strategy.experimental_distribute_dataset(dataset))
-  steps = tf.constant(steps_per_call, tf.int64)
-  trainer._train_loop(iterator, steps)  # pylint: disable=protected-access
-  times = []
-  for _ in range(calls):
+class _Ours:
+  """The Trainer's compiled loop on one repeated synthetic batch."""
+
+  def __init__(self, size, batch, steps_per_call, jit, composed_rmsprop=False):
+    config = effnet_main.build_config(
+        'efficientnetv2-b0', 'cifar10ft',
+        f'train.batch_size={batch},runtime.jit_compile={str(jit).lower()},'
+        'runtime.mixed_precision=false')
+    self.trainer = train_lib.Trainer(
+        config, tempfile.mkdtemp(),
+        strategy=tf.distribute.OneDeviceStrategy('/cpu:0'))
+    if composed_rmsprop:  # Keras' update of ~10 ops instead of TF1's kernel.
+      optimizer = self.trainer.optimizer
+      optimizer.update_step = functools.partial(
+          keras.optimizers.RMSprop.update_step, optimizer)
+    images, labels = synthetic(batch, size)
+    dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    self.iterator = iter(
+        self.trainer.strategy.experimental_distribute_dataset(dataset))
+    self.steps = tf.constant(steps_per_call, tf.int64)
+    self.step_times = []
+    self._call()  # Trace and warm up.
+
+  def _call(self):
     start = time.perf_counter()
-    trainer._train_loop(iterator, steps)  # pylint: disable=protected-access
-    float(trainer.loss_sum.result())  # Wait for the device.
-    times.append((time.perf_counter() - start) / steps_per_call)
-  return float(np.median(times))
+    self.trainer._train_loop(self.iterator, self.steps)  # pylint: disable=protected-access
+    float(self.trainer.loss_sum.result())  # Wait for the device.
+    return (time.perf_counter() - start) / int(self.steps)
+
+  def run(self, calls):
+    self.step_times.extend(self._call() for _ in range(calls))
 
 
 class _BatchTimer(keras.callbacks.Callback):
@@ -70,38 +84,71 @@ class _BatchTimer(keras.callbacks.Callback):
     self.times.append(time.perf_counter() - self._start)
 
 
-def keras_step_seconds(size, batch, steps):
-  model = keras.applications.EfficientNetV2B0(
-      weights=None, input_shape=(size, size, 3), classes=10,
-      include_preprocessing=False)
-  model.compile(optimizer=keras.optimizers.RMSprop(0.01, momentum=0.9),
-                loss='categorical_crossentropy')
-  images, labels = synthetic(batch, size)
-  dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
-  timer = _BatchTimer()
-  model.fit(dataset, steps_per_epoch=steps + 3, epochs=1, verbose=0,
-            callbacks=[timer])
-  return float(np.median(timer.times[3:]))
+class _Keras:
+  """keras.applications' EfficientNetV2B0 trained by model.fit."""
+
+  def __init__(self, size, batch):
+    self.model = keras.applications.EfficientNetV2B0(
+        weights=None, input_shape=(size, size, 3), classes=10,
+        include_preprocessing=False)
+    self.model.compile(optimizer=keras.optimizers.RMSprop(0.01, momentum=0.9),
+                       loss='categorical_crossentropy')
+    images, labels = synthetic(batch, size)
+    self.dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    self.step_times = []
+    self._fit(3)  # Trace and warm up.
+
+  def _fit(self, steps):
+    timer = _BatchTimer()
+    self.model.fit(self.dataset, steps_per_epoch=steps, epochs=1, verbose=0,
+                   callbacks=[timer])
+    return timer.times
+
+  def run(self, steps):
+    # The first batch of each fit call carries fit's own start-up.
+    self.step_times.extend(self._fit(steps + 1)[1:])
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--sizes', default='32,64,128')
   parser.add_argument('--batch', type=int, default=64)
-  parser.add_argument('--calls', type=int, default=8)
+  parser.add_argument('--rounds', type=int, default=4,
+                      help='Alternating rounds of keras and ours.')
+  parser.add_argument('--calls', type=int, default=4,
+                      help='Calls of ours per round.')
   parser.add_argument('--steps_per_call', type=int, default=5)
   parser.add_argument('--jit', action='store_true', help='XLA for ours.')
+  parser.add_argument('--composed_rmsprop', action='store_true',
+                      help="Also time ours with Keras' composed RMSprop "
+                      "update instead of TF1's fused kernel.")
   args = parser.parse_args()
   print(f'batch {args.batch}, tensorflow {tf.__version__}, '
-        f'{os.cpu_count()} CPUs, ours jit_compile={args.jit}')
+        f'{os.cpu_count()} CPUs, ours jit_compile={args.jit}, '
+        f'{args.rounds} rounds of {args.calls * args.steps_per_call} steps '
+        'each')
   for size in [int(s) for s in args.sizes.split(',')]:
-    steps = args.calls * args.steps_per_call
-    theirs = keras_step_seconds(size, args.batch, steps)
-    ours = ours_step_seconds(size, args.batch, args.calls, args.steps_per_call,
-                             args.jit)
-    print(f'{size:4d} px: ours {args.batch / ours:7.1f} img/s, keras fit '
-          f'{args.batch / theirs:7.1f} img/s, ratio {theirs / ours:.2f}x',
-          flush=True)
+    theirs = _Keras(size, args.batch)
+    ours = _Ours(size, args.batch, args.steps_per_call, args.jit)
+    composed = (_Ours(size, args.batch, args.steps_per_call, args.jit,
+                      composed_rmsprop=True)
+                if args.composed_rmsprop else None)
+    # Alternating rounds, so that drifts of this machine's speed (large
+    # here, see docs/benchmarks.md) hit all sides alike.
+    for _ in range(args.rounds):
+      theirs.run(args.calls * args.steps_per_call)
+      ours.run(args.calls)
+      if composed:
+        composed.run(args.calls)
+    ours_s = float(np.median(ours.step_times))
+    theirs_s = float(np.median(theirs.step_times))
+    line = (f'{size:4d} px: ours {args.batch / ours_s:7.1f} img/s, keras fit '
+            f'{args.batch / theirs_s:7.1f} img/s, ratio {theirs_s / ours_s:.2f}x')
+    if composed:
+      composed_s = float(np.median(composed.step_times))
+      line += (f'; ours with composed RMSprop {args.batch / composed_s:7.1f} '
+               f'img/s, ratio {theirs_s / composed_s:.2f}x')
+    print(line, flush=True)
 
 
 if __name__ == '__main__':
