@@ -38,14 +38,16 @@ def synthetic(batch, size, classes=10):
   return images, labels
 
 
-class _Ours:
+class Ours:
   """The Trainer's compiled loop on one repeated synthetic batch."""
 
-  def __init__(self, size, batch, steps_per_call, jit, composed_rmsprop=False):
+  def __init__(self, size, batch, steps_per_call, jit, composed_rmsprop=False,
+               extra_hparams=''):
     config = effnet_main.build_config(
         'efficientnetv2-b0', 'cifar10ft',
         f'train.batch_size={batch},runtime.jit_compile={str(jit).lower()},'
         'runtime.mixed_precision=false')
+    config.override(extra_hparams)
     self.trainer = train_lib.Trainer(
         config, tempfile.mkdtemp(),
         strategy=tf.distribute.OneDeviceStrategy('/cpu:0'))
@@ -84,7 +86,7 @@ class _BatchTimer(keras.callbacks.Callback):
     self.times.append(time.perf_counter() - self._start)
 
 
-class _Keras:
+class KerasFit:
   """keras.applications' EfficientNetV2B0 trained by model.fit."""
 
   def __init__(self, size, batch):
@@ -128,9 +130,9 @@ def main():
         f'{args.rounds} rounds of {args.calls * args.steps_per_call} steps '
         'each')
   for size in [int(s) for s in args.sizes.split(',')]:
-    theirs = _Keras(size, args.batch)
-    ours = _Ours(size, args.batch, args.steps_per_call, args.jit)
-    composed = (_Ours(size, args.batch, args.steps_per_call, args.jit,
+    theirs = KerasFit(size, args.batch)
+    ours = Ours(size, args.batch, args.steps_per_call, args.jit)
+    composed = (Ours(size, args.batch, args.steps_per_call, args.jit,
                       composed_rmsprop=True)
                 if args.composed_rmsprop else None)
     # Alternating rounds, so that drifts of this machine's speed (large
