@@ -116,8 +116,16 @@ class TF1RMSprop(keras.optimizers.RMSprop):
   is the same in both. Like TF1, the update runs as one ResourceApplyRMSProp
   kernel per variable; Keras composes it from about ten small ops, which on
   a CPU costs a sizeable part of a small model's step (docs/benchmarks.md).
-  The centered variant and runs without momentum keep Keras' update.
+  The centered variant and runs without momentum keep Keras' update, as
+  does `fused=False` (for comparisons).
   """
+
+  def __init__(self, *args, fused: bool = True, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.fused = fused
+
+  def get_config(self):
+    return dict(super().get_config(), fused=self.fused)
 
   def build(self, var_list):
     if self.built:
@@ -134,7 +142,7 @@ class TF1RMSprop(keras.optimizers.RMSprop):
           var_list, 'average_gradient')
 
   def update_step(self, gradient, variable, learning_rate):
-    if (self.centered or self.momentum <= 0 or
+    if (not self.fused or self.centered or self.momentum <= 0 or
         isinstance(gradient, tf.IndexedSlices) or
         not hasattr(variable, 'handle')):
       return super().update_step(gradient, variable, learning_rate)

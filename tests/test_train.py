@@ -1,5 +1,4 @@
 """The trainer end to end on real Fashion-MNIST with a tiny model."""
-import functools
 import json
 import os
 import signal
@@ -260,9 +259,7 @@ def _rmsprop_trajectory(fused, learning_rates):
   schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
       list(range(1, len(learning_rates))), list(learning_rates))
   opt = utils.build_optimizer('rmsprop', learning_rate=schedule)
-  if not fused:  # Keras' composed update with the same slots.
-    opt.update_step = functools.partial(keras.optimizers.RMSprop.update_step,
-                                        opt)
+  opt.fused = fused  # False: Keras' composed update with the same slots.
   opt.build([kernel])
   step = tf.function(lambda grad: opt.apply([grad], [kernel]))
   for grad in grads:
@@ -286,15 +283,21 @@ def test_fused_rmsprop_equals_keras_update():
 
 def test_fused_rmsprop_runs_the_tf1_kernel():
   from automl_effnetv2 import utils  # pylint: disable=g-import-not-at-top
-  var = tf.Variable([1.0, 2.0])
-  opt = utils.build_optimizer('rmsprop', learning_rate=0.1)
-  opt.build([var])
-  graph = tf.function(lambda: opt.apply([tf.constant([1.0, 1.0])], [var])
-                      ).get_concrete_function().graph
-  op_types = {op.type for op in graph.get_operations()}
-  for function in graph._functions.values():  # pylint: disable=protected-access
-    op_types |= {op.type for op in function.graph.get_operations()}
-  assert 'ResourceApplyRMSProp' in op_types
+
+  def update_op_types(fused):
+    var = tf.Variable([1.0, 2.0])
+    opt = utils.build_optimizer('rmsprop', learning_rate=0.1)
+    opt.fused = fused
+    opt.build([var])
+    graph = tf.function(lambda: opt.apply([tf.constant([1.0, 1.0])], [var])
+                        ).get_concrete_function().graph
+    op_types = {op.type for op in graph.get_operations()}
+    for function in graph._functions.values():  # pylint: disable=protected-access
+      op_types |= {op.type for op in function.graph.get_operations()}
+    return op_types
+
+  assert 'ResourceApplyRMSProp' in update_op_types(fused=True)
+  assert 'ResourceApplyRMSProp' not in update_op_types(fused=False)
 
 
 def test_stage_schedule_of_the_trainer_matches_progressive(tiny_config,
