@@ -6,6 +6,10 @@ latest checkpoint of a model_dir with the run's own config.yaml and
 evaluates the eval split at each size.
 
   python bench/eval_sizes.py runs/fm_v2 --sizes=32,48,56,64,72
+  python bench/eval_sizes.py runs/fm_v3 --sizes=64 --split=train
+
+`--split=train` scores the training images without augmentation: next to the
+test score it tells underfitting (both low) from overfitting (train near 100 %).
 """
 import argparse
 import os
@@ -23,17 +27,26 @@ def main():
   parser.add_argument('model_dir')
   parser.add_argument('--sizes', default='32,48,56,64,72,80')
   parser.add_argument('--data_dir', default=None)
+  parser.add_argument('--split', default=None,
+                      help='a split of the dataset config (default: the '
+                      "run's eval split)")
   args = parser.parse_args()
   config_path = os.path.join(args.model_dir, 'config.yaml')
   if not os.path.exists(config_path):
     sys.exit(f'error: {config_path} not found; pass the model_dir of a run')
-  trainer = train_lib.Trainer(hparams.Config.from_yaml(config_path),
-                              args.model_dir, data_dir=args.data_dir)
+  config = hparams.Config.from_yaml(config_path)
+  if args.split:
+    if args.split not in config.data.splits:
+      sys.exit(f'error: unknown split {args.split!r}; the config has '
+               f'{sorted(config.data.splits.keys())}')
+    config.eval.split = args.split
+  trainer = train_lib.Trainer(config, args.model_dir, data_dir=args.data_dir)
   if not trainer.manager.latest_checkpoint:
     sys.exit(f'error: no checkpoint in {args.model_dir}')
   step = trainer.restore()
   print(f'{args.model_dir} at step {step}, trained last at '
-        f'{trainer.stages[-1].image_size} px, EMA weights')
+        f'{trainer.stages[-1].image_size} px, EMA weights, split '
+        f'{trainer.eval_split}')
   for size in [int(s) for s in args.sizes.split(',')]:
     trainer.eval_size = size
     top1 = trainer.evaluate(use_ema=True)['eval/acc_top1']
