@@ -42,8 +42,8 @@ def op_type_of(event_name):
 
 
 def op_times(logdir):
-  """{op type: (total seconds, count)} over every xplane file in logdir."""
-  totals = collections.defaultdict(lambda: [0.0, 0])
+  """{op type: total seconds} over every xplane file in logdir."""
+  totals = collections.defaultdict(float)
   files = glob.glob(os.path.join(logdir, '**', '*.xplane.pb'), recursive=True)
   if not files:
     raise RuntimeError(f'the profiler wrote no .xplane.pb under {logdir}')
@@ -61,8 +61,7 @@ def op_times(logdir):
           meta = plane.event_metadata.get(event.metadata_id)
           op_type = op_type_of(meta.name if meta else '')
           if op_type:
-            totals[op_type][0] += event.duration_ps * 1e-12
-            totals[op_type][1] += 1
+            totals[op_type] += event.duration_ps * 1e-12
   return totals
 
 
@@ -89,22 +88,22 @@ def main():
                                jit=False)
   # Exactly `steps` training steps on each side: one fit call of that many
   # batches (its start-up runs no kernels), one call of the Trainer's loop.
-  keras_ops = profile(theirs._fit, args.steps)  # pylint: disable=protected-access
+  keras_ops = profile(theirs.fit, args.steps)
   ours_ops = profile(lambda _: ours.run(1), args.steps)
 
-  keras_total = sum(t for t, _ in keras_ops.values())
-  ours_total = sum(t for t, _ in ours_ops.values())
+  keras_total = sum(keras_ops.values())
+  ours_total = sum(ours_ops.values())
   print(f'{args.size} px, batch {args.batch}, {args.steps} steps each; op '
         'time per step in ms (summed over threads) and share of the total')
   print(f'{"op type":48s} {"ours":>9s} {"share":>6s} {"keras":>9s} '
         f'{"share":>6s}')
   names = sorted(set(keras_ops) | set(ours_ops),
-                 key=lambda n: -max(ours_ops.get(n, (0, 0))[0],
-                                    keras_ops.get(n, (0, 0))[0]))
+                 key=lambda n: -max(ours_ops.get(n, 0.0),
+                                    keras_ops.get(n, 0.0)))
   per_step = 1e3 / args.steps
   for name in names[:args.top]:
-    o = ours_ops.get(name, (0.0, 0))[0]
-    k = keras_ops.get(name, (0.0, 0))[0]
+    o = ours_ops.get(name, 0.0)
+    k = keras_ops.get(name, 0.0)
     print(f'{name[:48]:48s} {o * per_step:9.2f} {100 * o / ours_total:5.1f}% '
           f'{k * per_step:9.2f} {100 * k / keras_total:5.1f}%')
   print(f'{"all op types":48s} {ours_total * per_step:9.2f} {"":6s} '

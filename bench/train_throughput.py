@@ -95,9 +95,10 @@ class KerasFit:
     images, labels = synthetic(batch, size)
     self.dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
     self.step_times = []
-    self._fit(3)  # Trace and warm up.
+    self.fit(3)  # Trace and warm up.
 
-  def _fit(self, steps):
+  def fit(self, steps):
+    """One fit call of `steps` batches; returns each batch's seconds."""
     timer = _BatchTimer()
     self.model.fit(self.dataset, steps_per_epoch=steps, epochs=1, verbose=0,
                    callbacks=[timer])
@@ -105,7 +106,7 @@ class KerasFit:
 
   def run(self, steps):
     # The first batch of each fit call carries fit's own start-up.
-    self.step_times.extend(self._fit(steps + 1)[1:])
+    self.step_times.extend(self.fit(steps + 1)[1:])
 
 
 def main():
