@@ -13,6 +13,9 @@ Two things differ in form, not in numbers (docs/deviations.md):
 - The head dropout rate and the stochastic-depth survival probability live in
   non-trainable variables, so progressive learning can change them between
   stages without rebuilding or retracing the model.
+Two layers keep Keras' weights but pick faster kernels on CPU:
+`FusedBatchNormalization` and `DepthwiseConv2D` (its kernel gradient on
+small maps).
 """
 import copy
 import math
@@ -90,6 +93,102 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
       self.moving_mean.assign(mean)
       self.moving_variance.assign(variance)
     return tf.cast(outputs, self.compute_dtype)
+
+
+def depthwise_kernel_grad_by_taps(inputs, grad_outputs, kernel_size: int,
+                                  strides: int):
+  """The kernel gradient of a 'same'-padded depthwise conv, one tap at a time.
+
+  For tap (i, j) it is the sum over batch and positions of the input pixel
+  that tap reads times the output gradient, so each tap is one elementwise
+  product and reduction; taps that only ever read padding get zeros without
+  any work. Needs static spatial shapes. Returns [k, k, channels, 1].
+  """
+  height, width = inputs.shape[1], inputs.shape[2]
+  out_height, out_width = grad_outputs.shape[1], grad_outputs.shape[2]
+  k, s = kernel_size, strides
+  pad_top = max((out_height - 1) * s + k - height, 0) // 2
+  pad_left = max((out_width - 1) * s + k - width, 0) // 2
+
+  def reads_input(offset, out_size, in_size):
+    """Output positions whose tap at `offset` lands inside the input."""
+    return [o for o in range(out_size) if 0 <= o * s + offset < in_size]
+
+  taps = []
+  for i in range(k):
+    rows = reads_input(i - pad_top, out_height, height)
+    for j in range(k):
+      cols = reads_input(j - pad_left, out_width, width)
+      if not rows or not cols:
+        taps.append(tf.zeros(inputs.shape[-1:], inputs.dtype))
+        continue
+      r0, r1, c0, c1 = rows[0], rows[-1], cols[0], cols[-1]
+      read = inputs[:, r0 * s + i - pad_top:r1 * s + i - pad_top + 1:s,
+                    c0 * s + j - pad_left:c1 * s + j - pad_left + 1:s, :]
+      taps.append(tf.reduce_sum(
+          read * grad_outputs[:, r0:r1 + 1, c0:c1 + 1, :], axis=[0, 1, 2]))
+  return tf.reshape(tf.stack(taps), [k, k, -1, 1])
+
+
+class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
+  """Keras' DepthwiseConv2D, with a faster kernel gradient on small maps on CPU.
+
+  TensorFlow's CPU kernel for the depthwise kernel gradient is slow when the
+  output map is tiny (2x2 or 1x1, as in EfficientNet's last stages at 32-64
+  px): in docs/benchmarks.md it is the largest single op type of the step.
+  There this layer computes that gradient tap by tap
+  (`depthwise_kernel_grad_by_taps`); the forward pass and the input gradient
+  stay TensorFlow's kernels. Same maths and weights; only the summation order
+  of the kernel gradient differs. Elsewhere (larger maps, GPU/TPU, or
+  `small_map_grad=False`) it is exactly Keras' layer.
+  """
+
+  MAX_OUTPUT_PIXELS = 4  # 2x2; at 4x4 TF's kernel was faster (benchmarks.md)
+
+  def __init__(self, *args, small_map_grad=True, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.small_map_grad = small_map_grad
+
+  def build(self, input_shape):
+    super().build(input_shape)
+    self._on_cpu = utils.detect_device_kind() == 'CPU'
+
+  def uses_tap_grad(self, inputs) -> bool:
+    """Whether a call on `inputs` takes the tap-by-tap kernel gradient."""
+    height, width = inputs.shape[1], inputs.shape[2]
+    if not (self.small_map_grad and self._on_cpu and height and width):
+      return False
+    if (self.padding != 'same' or self.data_format != 'channels_last' or
+        self.depth_multiplier != 1 or tuple(self.dilation_rate) != (1, 1) or
+        self.strides[0] != self.strides[1] or
+        self.kernel_size[0] != self.kernel_size[1]):
+      return False
+    s = self.strides[0]
+    return (-(-height // s)) * (-(-width // s)) <= self.MAX_OUTPUT_PIXELS
+
+  def call(self, inputs):
+    if not self.uses_tap_grad(inputs):
+      return super().call(inputs)
+    k, s = self.kernel_size[0], self.strides[0]
+    strides = [1, s, s, 1]
+
+    @tf.custom_gradient
+    def depthwise(x, kernel):
+      def grad(dy):
+        dx = tf.nn.depthwise_conv2d_backprop_input(
+            tf.shape(x), kernel, dy, strides, 'SAME')
+        return dx, depthwise_kernel_grad_by_taps(x, dy, k, s)
+      return tf.nn.depthwise_conv2d(x, kernel, strides, 'SAME'), grad
+
+    outputs = depthwise(inputs, tf.cast(self.kernel, inputs.dtype))
+    if self.use_bias:
+      outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
+    if self.activation is not None:
+      outputs = self.activation(outputs)
+    return outputs
+
+  def get_config(self):
+    return dict(super().get_config(), small_map_grad=self.small_map_grad)
 
 
 class StochasticDepth(keras.layers.Layer):
@@ -257,9 +356,10 @@ class _Builder:
       x = self.conv(filters, 1, name=name + '_expand_conv')(x)
       x = self.norm(name + '_expand_bn')(x)
       x = self.activation(x, name + '_expand_act')
-    x = keras.layers.DepthwiseConv2D(
+    x = DepthwiseConv2D(
         block.kernel_size, strides=block.strides, padding='same',
         use_bias=False, depthwise_initializer=ConvKernelInitializer(),
+        small_map_grad=self.mconfig.get('small_map_depthwise_grad', True),
         name=name + '_dwconv')(x)
     x = self.norm(name + '_bn')(x)
     x = self.activation(x, name + '_act')

@@ -300,6 +300,10 @@ base_config = Config(
         # Port addition: BN through TF's fused kernel, as upstream's TF2 Keras
         # did; False uses Keras 3's composed ops (see docs/deviations.md).
         fused_bn=True,
+        # Port addition: on CPU, depthwise kernel gradients of <= 2x2 maps are
+        # summed tap by tap, TF's kernel being slow there (same maths; see
+        # docs/deviations.md); False uses TF's kernel throughout.
+        small_map_depthwise_grad=True,
         depth_divisor=8,
         min_depth=8,
         act_fn='silu',

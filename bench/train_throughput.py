@@ -122,6 +122,10 @@ def main():
   parser.add_argument('--composed_rmsprop', action='store_true',
                       help="Also time ours with Keras' composed RMSprop "
                       "update instead of TF1's fused kernel.")
+  parser.add_argument('--tf_depthwise_grad', action='store_true',
+                      help="Also time ours with TF's depthwise kernel "
+                      'gradient on every map (model.small_map_depthwise_grad'
+                      '=false).')
   args = parser.parse_args()
   print(f'batch {args.batch}, tensorflow {tf.__version__}, '
         f'{os.cpu_count()} CPUs, ours jit_compile={args.jit}, '
@@ -129,26 +133,32 @@ def main():
         'each')
   for size in [int(s) for s in args.sizes.split(',')]:
     theirs = KerasFit(size, args.batch)
-    ours = Ours(size, args.batch, args.steps_per_call, args.jit)
-    composed = (Ours(size, args.batch, args.steps_per_call, args.jit,
-                      composed_rmsprop=True)
-                if args.composed_rmsprop else None)
+
+    def ours_variant(**kwargs):
+      return Ours(size, args.batch, args.steps_per_call, args.jit, **kwargs)
+
+    variants = [('ours', ours_variant())]
+    if args.composed_rmsprop:
+      variants.append(('ours with composed RMSprop',
+                       ours_variant(composed_rmsprop=True)))
+    if args.tf_depthwise_grad:
+      variants.append(("ours with TF's depthwise kernel gradient",
+                       ours_variant(extra_hparams=(
+                           'model.small_map_depthwise_grad=false'))))
     # Alternating rounds, so that drifts of this machine's speed (large
     # here, see docs/benchmarks.md) hit all sides alike.
     for _ in range(args.rounds):
       theirs.run(args.calls * args.steps_per_call)
-      ours.run(args.calls)
-      if composed:
-        composed.run(args.calls)
-    ours_s = float(np.median(ours.step_times))
+      for _, variant in variants:
+        variant.run(args.calls)
     theirs_s = float(np.median(theirs.step_times))
-    line = (f'{size:4d} px: ours {args.batch / ours_s:7.1f} img/s, keras fit '
-            f'{args.batch / theirs_s:7.1f} img/s, ratio {theirs_s / ours_s:.2f}x')
-    if composed:
-      composed_s = float(np.median(composed.step_times))
-      line += (f'; ours with composed RMSprop {args.batch / composed_s:7.1f} '
-               f'img/s, ratio {theirs_s / composed_s:.2f}x')
-    print(line, flush=True)
+    lines = []
+    for label, variant in variants:
+      ours_s = float(np.median(variant.step_times))
+      lines.append(f'{label} {args.batch / ours_s:7.1f} img/s, '
+                   f'ratio {theirs_s / ours_s:.2f}x')
+    print(f'{size:4d} px: keras fit {args.batch / theirs_s:7.1f} img/s; '
+          + '; '.join(lines), flush=True)
 
 
 if __name__ == '__main__':

@@ -184,3 +184,83 @@ def test_model_uses_fused_batch_norm_unless_synchronized():
       'efficientnetv2-b0', model_config=dict(TINY, fused_bn=False))
   assert not any(isinstance(l, effnetv2_model.FusedBatchNormalization)
                  for l in composed.layers)
+
+
+@pytest.mark.parametrize('height,width,kernel,strides', [
+    (1, 1, 3, 1), (2, 2, 3, 1), (2, 3, 3, 2), (3, 3, 3, 2), (4, 4, 3, 2),
+    (2, 2, 5, 1), (1, 2, 5, 1)])
+def test_tap_depthwise_gradient_equals_keras_on_small_maps(
+    height, width, kernel, strides):
+  import keras
+  import tensorflow as tf
+  rng = np.random.default_rng(height * 10 + width + kernel + strides)
+  x = tf.constant(rng.normal(size=(3, height, width, 6)).astype('float32'))
+  ours = effnetv2_model.DepthwiseConv2D(kernel, strides=strides,
+                                        padding='same', use_bias=True)
+  ref = keras.layers.DepthwiseConv2D(kernel, strides=strides, padding='same',
+                                     use_bias=True)
+  for layer in (ours, ref):
+    layer.build(x.shape)
+  ref.set_weights([rng.normal(size=w.shape).astype('float32')
+                   for w in ref.weights])
+  ours.set_weights(ref.get_weights())
+  assert ours.uses_tap_grad(x)  # Output map at most 2x2.
+  results = []
+  for layer in (ours, ref):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = layer(x)
+      loss = tf.reduce_sum(tf.sin(y))
+    results.append([y] + tape.gradient(loss, [x] + layer.trainable_weights))
+  for got, want in zip(*results):
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_tap_depthwise_gradient_only_where_tf_kernel_is_slow():
+  import tensorflow as tf
+  layer = effnetv2_model.DepthwiseConv2D(3, padding='same')
+  layer.build((None, 4, 4, 8))
+  assert not layer.uses_tap_grad(tf.zeros((2, 4, 4, 8)))  # 4x4 output.
+  assert layer.uses_tap_grad(tf.zeros((2, 2, 2, 8)))
+  off = effnetv2_model.DepthwiseConv2D(3, padding='same', small_map_grad=False)
+  off.build((None, 2, 2, 8))
+  assert not off.uses_tap_grad(tf.zeros((2, 2, 2, 8)))
+  valid = effnetv2_model.DepthwiseConv2D(3, padding='valid')
+  valid.build((None, 3, 3, 8))
+  assert not valid.uses_tap_grad(tf.zeros((2, 3, 3, 8)))
+
+
+def test_model_gradients_do_not_depend_on_the_depthwise_gradient_path(
+    monkeypatch):
+  import tensorflow as tf
+  tap_grads = []  # Output (height, width) of each tap-by-tap gradient taken.
+  by_taps = effnetv2_model.depthwise_kernel_grad_by_taps
+
+  def spy(inputs, grad_outputs, kernel_size, strides):
+    tap_grads.append(tuple(grad_outputs.shape[1:3]))
+    return by_taps(inputs, grad_outputs, kernel_size, strides)
+
+  monkeypatch.setattr(effnetv2_model, 'depthwise_kernel_grad_by_taps', spy)
+  models = [effnetv2_model.get_model(
+      'efficientnetv2-b0',
+      # No random layers, so both models compute the same function.
+      model_config=dict(TINY, small_map_depthwise_grad=on, survival_prob=1.0,
+                        dropout_rate=0.0)) for on in (True, False)]
+  models[1].set_weights(models[0].get_weights())
+  depthwise = [l for l in models[0].layers
+               if isinstance(l, effnetv2_model.DepthwiseConv2D)]
+  x = tf.constant(np.random.default_rng(3).normal(
+      size=(4, 32, 32, 3)).astype('float32'))
+  assert depthwise and all(
+      not l.small_map_grad for l in models[1].layers
+      if isinstance(l, effnetv2_model.DepthwiseConv2D))
+  grads = []
+  for model in models:
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(tf.sin(model(x, training=True)))
+    grads.append(tape.gradient(loss, model.trainable_weights))
+  # At 32 px B0's last two stages run on 2x2 and 1x1 maps: only the first
+  # model takes the tap path there, and nowhere on a larger map.
+  assert tap_grads and all(h * w <= 4 for h, w in tap_grads), tap_grads
+  for got, want in zip(*grads):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
