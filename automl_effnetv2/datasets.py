@@ -586,18 +586,19 @@ class FashionMNIST:
   """Fashion-MNIST from scratch on a CPU, with progressive learning.
 
   Three stages from 48 px to 64 px (ibase 40: sizes 48, 56, 64), with
-  RandAugment magnitude 5 -> 10 as the adaptive regularization (like V2-S,
-  no mixup), augmentation pixel constants scaled to small images, a cosine
-  schedule and a short EMA for a 31-epoch run. The stages stay close to the
+  RandAugment (one op per image) with magnitude 5 -> 10 as the adaptive
+  regularization (like V2-S, no mixup), augmentation pixel constants scaled
+  to small images, a cosine schedule and a short EMA for a 31-epoch run. The stages stay close to the
   eval size because a from-scratch B0 at these sizes barely carries what it
   learned at 32 px over to 64 px. No head dropout and no stochastic depth:
-  with them the network fit only 93 % of its own training images.
+  with them the network fit only 93 % of its own training images; one
+  RandAugment op instead of upstream's two scored 93.09 % against 92.60 %.
   docs/results.md has the measured runs.
   """
   cfg = hparams.Config(
       model=dict(dropout_rate=0, survival_prob=1.0),
       data=dict(ds_name='fashion_mnist', augname='ft_randaug', ram=10,
-                mixup_alpha=0, cutmix_alpha=0, ibase=40,
+                ra_num_layers=1, mixup_alpha=0, cutmix_alpha=0, ibase=40,
                 translate_const=8, cutout_const=8),
       train=dict(batch_size=128, epochs=31, stages=3, sched=True, isize=64,
                  optimizer='rmsprop', lr_base=0.016, lr_sched='cosine',

@@ -95,7 +95,7 @@ def test_fixed_parallelism_gives_the_autotuned_stream(fashion_mnist_tfds_dir):
 
 def test_registered_fashion_mnist_run_is_the_measured_one():
   # docs/results.md's default run: 31 epochs, stages at 48 / 56 / 64 px,
-  # no head dropout, no stochastic depth.
+  # no head dropout, no stochastic depth, one RandAugment op per image.
   from automl_effnetv2 import main
   from automl_effnetv2 import progressive
   config = main.build_config('efficientnetv2-b0', 'fashion_mnist', '')
@@ -108,6 +108,7 @@ def test_registered_fashion_mnist_run_is_the_measured_one():
   assert [s.max_steps for s in stages] == [4843, 9687, 14_531]
   assert config.eval.isize == 64 and config.data.augname == 'ft_randaug'
   assert config.model.dropout_rate == 0 and config.model.survival_prob == 1.0
+  assert config.data.ra_num_layers == 1
 
 
 def test_parallel_calls_from_the_config_and_bad_values():
