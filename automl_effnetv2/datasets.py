@@ -588,11 +588,12 @@ class FashionMNIST:
   Three stages from 48 px to 64 px (ibase 40: sizes 48, 56, 64), with
   RandAugment (one op per image) with magnitude 5 -> 10 as the adaptive
   regularization (like V2-S, no mixup), augmentation pixel constants scaled
-  to small images, a cosine schedule and a short EMA for a 31-epoch run. The stages stay close to the
-  eval size because a from-scratch B0 at these sizes barely carries what it
-  learned at 32 px over to 64 px. No head dropout and no stochastic depth:
-  with them the network fit only 93 % of its own training images; one
-  RandAugment op instead of upstream's two scored 93.09 % against 92.60 %.
+  to small images, a cosine schedule and a short EMA for a 31-epoch run.
+  The stages stay close to the eval size because a from-scratch B0 at
+  these sizes barely carries what it learned at 32 px over to 64 px. No
+  head dropout and no stochastic depth: with them the network fit only
+  93 % of its own training images; one RandAugment op instead of
+  upstream's two scored 93.09 % against 92.60 %.
   docs/results.md has the measured runs.
   """
   cfg = hparams.Config(

@@ -254,13 +254,17 @@ def test_model_gradients_do_not_depend_on_the_depthwise_gradient_path(
   assert depthwise and all(
       not l.small_map_grad for l in models[1].layers
       if isinstance(l, effnetv2_model.DepthwiseConv2D))
-  grads = []
+  grads, taps_per_model = [], []
   for model in models:
+    tap_grads.clear()
     with tf.GradientTape() as tape:
       loss = tf.reduce_sum(tf.sin(model(x, training=True)))
     grads.append(tape.gradient(loss, model.trainable_weights))
+    taps_per_model.append(list(tap_grads))
   # At 32 px B0's last two stages run on 2x2 and 1x1 maps: only the first
   # model takes the tap path there, and nowhere on a larger map.
-  assert tap_grads and all(h * w <= 4 for h, w in tap_grads), tap_grads
+  with_taps, without_taps = taps_per_model
+  assert with_taps and all(h * w <= 4 for h, w in with_taps), with_taps
+  assert not without_taps, without_taps
   for got, want in zip(*grads):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
