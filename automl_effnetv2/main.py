@@ -12,6 +12,7 @@ model_dir/config.yaml. Running the same command again resumes training.
 """
 import copy
 import os
+import signal
 import sys
 
 if __package__ in (None, ''):  # `python main.py` from inside the package.
@@ -130,6 +131,10 @@ def main(argv):
           local_data.DataFilesError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
+  except KeyboardInterrupt as e:
+    # The trainer has saved a checkpoint and said so; a traceback would only
+    # bury that line. Exit like a process killed by the signal would.
+    sys.exit(128 + getattr(e, 'signum', signal.SIGINT))
   print('final:', {k: v for k, v in result.items() if not isinstance(v, dict)})
 
 

@@ -34,6 +34,14 @@ CONFIG_FILE = 'config.yaml'
 METRICS_FILE = 'metrics.json'
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+  """SIGTERM (or Ctrl+C) stopped training; a checkpoint has been saved."""
+
+  def __init__(self, signum):
+    super().__init__(f'signal {signum}')
+    self.signum = signum
+
+
 class TrainingError(RuntimeError):
   """Training cannot go on; the message says why and what to do."""
 
@@ -634,7 +642,7 @@ class _graceful_interrupts:  # pylint: disable=invalid-name
 
   def __enter__(self):
     def handler(signum, frame):
-      raise KeyboardInterrupt(f'signal {signum}')
+      raise TrainingInterrupted(signum)
     try:
       self._previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # Not the main thread.
@@ -644,7 +652,7 @@ class _graceful_interrupts:  # pylint: disable=invalid-name
   def __exit__(self, exc_type, exc, tb):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
-    if exc_type is KeyboardInterrupt:
+    if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
       path = self.trainer.save()
       print(f'interrupted: saved {path}; rerun the same command to resume',
             flush=True)

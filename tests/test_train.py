@@ -103,6 +103,33 @@ def test_killed_run_resumes_to_the_same_weights(fashion_mnist_tfds_dir,
                                   err_msg=name)
 
 
+def test_sigterm_saves_says_so_and_exits_without_traceback(
+    fashion_mnist_tfds_dir, tmp_path):
+  model_dir = tmp_path / 'run'
+  # Files, not pipes: a full pipe would stall the child before it saves.
+  out_path, err_path = tmp_path / 'stdout', tmp_path / 'stderr'
+  with open(out_path, 'w') as out, open(err_path, 'w') as err:
+    proc = subprocess.Popen(_train_command(model_dir, fashion_mnist_tfds_dir),
+                            env=_env(), cwd=REPO, stdout=out, stderr=err)
+  deadline = time.time() + 240
+  while not tf.train.latest_checkpoint(str(model_dir)):
+    assert proc.poll() is None and time.time() < deadline, 'no checkpoint'
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGTERM)
+  proc.wait(timeout=120)
+  stdout, stderr = out_path.read_text(), err_path.read_text()
+  assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+  assert 'Traceback' not in stderr, stderr[-2000:]
+  saved = tf.train.latest_checkpoint(str(model_dir))
+  assert f'interrupted: saved {saved}; rerun the same command' in stdout
+  saved_at = int(saved.split('-')[-1])
+  assert saved_at < 75, 'the run finished before the signal'  # 0.02 epochs.
+  resumed = subprocess.run(_train_command(model_dir, fashion_mnist_tfds_dir),
+                           env=_env(), cwd=REPO, capture_output=True,
+                           text=True, check=True)
+  assert f'steps {saved_at}->' in resumed.stdout  # Resumed where it stopped.
+
+
 def test_resuming_with_another_config_is_refused(tiny_config, tmp_path):
   trainer = train_lib.Trainer(tiny_config('train.epochs=0.01'), str(tmp_path),
                               strategy=_one_device())
