@@ -132,8 +132,9 @@ def main(argv):
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
   except KeyboardInterrupt as e:
-    # The trainer has saved a checkpoint and said so; a traceback would only
-    # bury that line. Exit like a process killed by the signal would.
+    # In training the trainer has saved a checkpoint and said so (elsewhere
+    # there is nothing to save); a traceback would only bury that line.
+    # Exit with the status of a process killed by the signal.
     sys.exit(128 + getattr(e, 'signum', signal.SIGINT))
   print('final:', {k: v for k, v in result.items() if not isinstance(v, dict)})
 
