@@ -652,7 +652,7 @@ class _graceful_interrupts:  # pylint: disable=invalid-name
   def __exit__(self, exc_type, exc, tb):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
-    if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+    if isinstance(exc, KeyboardInterrupt):  # TrainingInterrupted included.
       path = self.trainer.save()
       print(f'interrupted: saved {path}; rerun the same command to resume',
             flush=True)
