@@ -74,6 +74,14 @@ def _env():
   return env
 
 
+def _wait_for_first_checkpoint(proc, model_dir):
+  """Returns once the running command `proc` has saved into model_dir."""
+  deadline = time.time() + 240
+  while not tf.train.latest_checkpoint(str(model_dir)):
+    assert proc.poll() is None and time.time() < deadline, 'no checkpoint'
+    time.sleep(0.02)
+
+
 def test_killed_run_resumes_to_the_same_weights(fashion_mnist_tfds_dir,
                                                 tmp_path):
   whole, killed = tmp_path / 'whole', tmp_path / 'killed'
@@ -83,10 +91,7 @@ def test_killed_run_resumes_to_the_same_weights(fashion_mnist_tfds_dir,
   proc = subprocess.Popen(_train_command(killed, fashion_mnist_tfds_dir),
                           env=_env(), cwd=REPO, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
-  deadline = time.time() + 240
-  while not tf.train.latest_checkpoint(str(killed)):
-    assert proc.poll() is None and time.time() < deadline, 'no checkpoint'
-    time.sleep(0.02)
+  _wait_for_first_checkpoint(proc, killed)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   interrupted_at = int(tf.train.latest_checkpoint(str(killed)).split('-')[-1])
@@ -111,10 +116,7 @@ def test_sigterm_saves_says_so_and_exits_without_traceback(
   with open(out_path, 'w') as out, open(err_path, 'w') as err:
     proc = subprocess.Popen(_train_command(model_dir, fashion_mnist_tfds_dir),
                             env=_env(), cwd=REPO, stdout=out, stderr=err)
-  deadline = time.time() + 240
-  while not tf.train.latest_checkpoint(str(model_dir)):
-    assert proc.poll() is None and time.time() < deadline, 'no checkpoint'
-    time.sleep(0.02)
+  _wait_for_first_checkpoint(proc, model_dir)
   proc.send_signal(signal.SIGTERM)
   proc.wait(timeout=120)
   stdout, stderr = out_path.read_text(), err_path.read_text()
