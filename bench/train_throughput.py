@@ -12,6 +12,15 @@ several rounds so that this machine's drifts in speed hit both. Prints one
 line per size and the ratio ours / keras.
 
   python bench/train_throughput.py --sizes=32,64,128 --batch=64
+
+Both sides run under the same `--strategy` (train_lib.build_strategy's names;
+one_device takes the first GPU if there is one, else the CPU) and the same
+Keras precision policy (`--precision`), so on a GPU machine
+
+  python bench/train_throughput.py --sizes=64,128,224 --batch=128 \
+      --precision=mixed_float16 [--jit] [--strategy=mirrored]
+
+measures the GPU path.
 """
 import argparse
 import os
@@ -28,6 +37,7 @@ import tensorflow as tf  # noqa: E402
 
 from automl_effnetv2 import main as effnet_main  # noqa: E402
 from automl_effnetv2 import train_lib  # noqa: E402
+from automl_effnetv2 import utils  # noqa: E402
 
 
 def synthetic(batch, size, classes=10):
@@ -40,18 +50,20 @@ def synthetic(batch, size, classes=10):
 class Ours:
   """The Trainer's compiled loop on one repeated synthetic batch."""
 
-  def __init__(self, size, batch, steps_per_call, jit, composed_rmsprop=False,
-               extra_hparams=''):
+  def __init__(self, size, batch, steps_per_call, jit, strategy, precision,
+               composed_rmsprop=False, extra_hparams=''):
     config = effnet_main.build_config(
         'efficientnetv2-b0', 'cifar10ft',
         f'train.batch_size={batch},runtime.jit_compile={str(jit).lower()},'
-        'runtime.mixed_precision=false')
+        f'runtime.mixed_precision={precision}')
     config.override(extra_hparams)
-    self.trainer = train_lib.Trainer(
-        config, tempfile.mkdtemp(),
-        strategy=tf.distribute.OneDeviceStrategy('/cpu:0'))
-    # Keras' update of ~10 ops instead of TF1's kernel; set before tracing.
-    self.trainer.optimizer.fused = not composed_rmsprop
+    self.trainer = train_lib.Trainer(config, tempfile.mkdtemp(),
+                                     strategy=strategy)
+    # Keras' update of ~10 ops instead of TF1's kernel; set before tracing
+    # (on the wrapped optimizer under float16 loss scaling).
+    rmsprop = getattr(self.trainer.optimizer, 'inner_optimizer',
+                      self.trainer.optimizer)
+    rmsprop.fused = not composed_rmsprop
     images, labels = synthetic(batch, size)
     dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
     self.iterator = iter(
@@ -86,12 +98,17 @@ class _BatchTimer(keras.callbacks.Callback):
 class KerasFit:
   """keras.applications' EfficientNetV2B0 trained by model.fit."""
 
-  def __init__(self, size, batch):
-    self.model = keras.applications.EfficientNetV2B0(
-        weights=None, input_shape=(size, size, 3), classes=10,
-        include_preprocessing=False)
-    self.model.compile(optimizer=keras.optimizers.RMSprop(0.01, momentum=0.9),
-                       loss='categorical_crossentropy')
+  def __init__(self, size, batch, strategy, precision):
+    # The Trainer sets the global policy too; set it here first, so that
+    # this side never inherits the other's from an earlier size.
+    keras.mixed_precision.set_global_policy(precision)
+    with strategy.scope():
+      self.model = keras.applications.EfficientNetV2B0(
+          weights=None, input_shape=(size, size, 3), classes=10,
+          include_preprocessing=False)
+      self.model.compile(
+          optimizer=keras.optimizers.RMSprop(0.01, momentum=0.9),
+          loss='categorical_crossentropy')
     images, labels = synthetic(batch, size)
     self.dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
     self.step_times = []
@@ -126,16 +143,26 @@ def main():
                       help="Also time ours with TF's depthwise kernel "
                       'gradient on every map (model.small_map_depthwise_grad'
                       '=false).')
+  parser.add_argument('--strategy', default='one_device',
+                      choices=[s for s in train_lib.STRATEGIES if s != 'tpu'],
+                      help='tf.distribute strategy for both sides.')
+  parser.add_argument('--precision', default='float32',
+                      choices=utils.PRECISION_POLICIES,
+                      help='Keras precision policy for both sides.')
   args = parser.parse_args()
+  strategy = train_lib.build_strategy(args.strategy)
   print(f'batch {args.batch}, tensorflow {tf.__version__}, '
-        f'{os.cpu_count()} CPUs, ours jit_compile={args.jit}, '
+        f'{os.cpu_count()} CPUs, {utils.detect_device_kind(strategy)} '
+        f'{type(strategy).__name__} with {strategy.num_replicas_in_sync} '
+        f'replica(s), {args.precision}, ours jit_compile={args.jit}, '
         f'{args.rounds} rounds of {args.calls * args.steps_per_call} steps '
         'each')
   for size in [int(s) for s in args.sizes.split(',')]:
-    theirs = KerasFit(size, args.batch)
+    theirs = KerasFit(size, args.batch, strategy, args.precision)
 
     def ours_variant(**kwargs):
-      return Ours(size, args.batch, args.steps_per_call, args.jit, **kwargs)
+      return Ours(size, args.batch, args.steps_per_call, args.jit, strategy,
+                  args.precision, **kwargs)
 
     variants = [('ours', ours_variant())]
     if args.composed_rmsprop:
