@@ -155,16 +155,22 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config,
       assert np.isfinite(value).all()
 
 
+# Three steps with no randomness in the model or the batch mixing (no
+# dropout, stochastic depth, mixup or cutmix), logged each step: two set-ups
+# that should compute the same thing can be compared step by step.
+_THREE_DETERMINISTIC_STEPS = (
+    'model.dropout_rate=0,model.survival_prob=None,data.mixup_alpha=0,'
+    'data.cutmix_alpha=0,train.epochs=0,train.min_steps=3,train.stages=0,'
+    'runtime.log_step_count_steps=1')
+
+
 def test_mirrored_two_replicas_match_one_device(tiny_config, tmp_path):
   # Sync BN and no per-replica randomness (dropout, stochastic depth,
   # mixing) make the two setups compute the same global step. Sync BN's
   # E[x^2] - E[x]^2 variance differs from one device's in the 6th digit, and
   # training amplifies that, so compare after 3 steps: trainable weights
   # within 1e-4, BN statistics within 1e-3, losses within 1e-4.
-  extra = ('model.bn_type=sync_bn,model.dropout_rate=0,'
-           'model.survival_prob=None,data.mixup_alpha=0,data.cutmix_alpha=0,'
-           'train.epochs=0,train.min_steps=3,train.stages=0,'
-           'runtime.log_step_count_steps=1')
+  extra = 'model.bn_type=sync_bn,' + _THREE_DETERMINISTIC_STEPS
   results = {}
   for name, strategy in [
       ('one', _one_device()),
@@ -201,12 +207,10 @@ def test_xla_train_step_matches_plain_step(tiny_config, tmp_path):
   # runtime.jit_compile=true (for GPUs and TPUs) must compile the train step
   # with XLA and still train the same model: same losses and weights after
   # 3 deterministic steps, up to XLA's different fusion and op order.
-  extra = ('model.dropout_rate=0,model.survival_prob=None,'
-           'data.mixup_alpha=0,data.cutmix_alpha=0,train.epochs=0,'
-           'train.min_steps=3,train.stages=0,runtime.log_step_count_steps=1')
   results = {}
   for jit in (False, True):
-    config = tiny_config(f'{extra},runtime.jit_compile={str(jit).lower()}')
+    config = tiny_config(f'{_THREE_DETERMINISTIC_STEPS},'
+                         f'runtime.jit_compile={str(jit).lower()}')
     trainer = train_lib.Trainer(config, str(tmp_path / f'jit_{jit}'),
                                 strategy=_one_device())
     # Private, but the only handle on whether XLA was asked for.
