@@ -309,7 +309,8 @@ def policy_v0() -> List[List[Tuple[str, float, int]]]:
 
 def distort_image_with_autoaugment(image, seed, policy=None,
                                    translate_const=AUTOAUGMENT_CONSTS[0],
-                                   cutout_const=AUTOAUGMENT_CONSTS[1]):
+                                   cutout_const=AUTOAUGMENT_CONSTS[1],
+                                   replace=REPLACE_GRAY):
   """Picks one sub-policy uniformly and applies each op with its probability."""
   policy = policy or policy_v0()
   choice_seed, ops_seed = split_seed(seed, 2)
@@ -322,7 +323,7 @@ def distort_image_with_autoaugment(image, seed, policy=None,
       for i, (name, prob, level) in enumerate(sub_policy):
         gate_seed, op_seed = split_seed(
             tf.random.experimental.stateless_fold_in(ops_seed, i), 2)
-        op = make_op(name, level, translate_const, cutout_const)
+        op = make_op(name, level, translate_const, cutout_const, replace)
         out = tf.cond(_uniform(gate_seed) < prob,
                       lambda op=op, out=out: op(out, op_seed),
                       lambda out=out: out)
@@ -332,16 +333,42 @@ def distort_image_with_autoaugment(image, seed, policy=None,
   return tf.switch_case(choice, [make_branch(p) for p in policy])
 
 
+def randaugment_op_names(ops=None):
+  """Validated RandAugment op names: None gives upstream's 16."""
+  if ops is None:
+    return RANDAUGMENT_OPS
+  names = (ops,) if isinstance(ops, str) else tuple(ops)
+  unknown = [name for name in names if name not in RANDAUGMENT_OPS]
+  if not names or unknown:
+    raise ValueError(
+        f'data.ra_ops must name RandAugment ops, got {ops!r}; valid: '
+        f'{", ".join(RANDAUGMENT_OPS)} (lists use |: ra_ops=Rotate|Cutout)')
+  return names
+
+
+def fill_color(fill=None):
+  """The uint8 colour geometric ops and cutout leave behind (None: gray)."""
+  if fill is None:
+    return REPLACE_GRAY
+  if not 0 <= int(fill) <= 255:
+    raise ValueError(f'data.aug_fill must be a pixel value in [0, 255], '
+                     f'got {fill!r}')
+  return (int(fill),) * 3
+
+
 def distort_image_with_randaugment(image, num_layers, magnitude, seed,
                                    translate_const=RANDAUGMENT_CONSTS[0],
-                                   cutout_const=RANDAUGMENT_CONSTS[1]):
-  """Applies `num_layers` ops, each chosen uniformly from 16, at `magnitude`.
+                                   cutout_const=RANDAUGMENT_CONSTS[1],
+                                   ops=None, replace=REPLACE_GRAY):
+  """Applies `num_layers` ops, each drawn uniformly from `ops`, at `magnitude`.
 
-  As upstream, the chosen op is always applied (its sampled probability is
+  `ops` (names, None: upstream's 16) and `replace` (the fill colour) are port
+  additions; upstream always draws from all 16 and fills with gray. As
+  upstream, the chosen op is always applied (its sampled probability is
   never used).
   """
-  ops = [make_op(name, magnitude, translate_const, cutout_const)
-         for name in RANDAUGMENT_OPS]
+  ops = [make_op(name, magnitude, translate_const, cutout_const, replace)
+         for name in randaugment_op_names(ops)]
   for layer in range(int(num_layers)):
     choice_seed, op_seed = split_seed(
         tf.random.experimental.stateless_fold_in(seed, layer), 2)
@@ -353,26 +380,35 @@ def distort_image_with_randaugment(image, num_layers, magnitude, seed,
 
 
 def distort_image(image, augname: str, ra_num_layers: int, ra_magnitude: float,
-                  seed, translate_const=None, cutout_const=None):
-  """Upstream's dispatcher: 'autoaug', 'randaug' or 'ra_aa' (either, 50/50)."""
+                  seed, translate_const=None, cutout_const=None, ra_ops=None,
+                  fill=None):
+  """Upstream's dispatcher: 'autoaug', 'randaug' or 'ra_aa' (either, 50/50).
+
+  `ra_ops` narrows RandAugment's op list, `fill` sets the colour uncovered
+  pixels get (port additions; None keeps upstream's 16 ops and gray).
+  """
   def consts(defaults):
     return (translate_const if translate_const is not None else defaults[0],
             cutout_const if cutout_const is not None else defaults[1])
 
+  replace = fill_color(fill)
   if augname == 'autoaug':
     return distort_image_with_autoaugment(image, seed, None,
-                                          *consts(AUTOAUGMENT_CONSTS))
+                                          *consts(AUTOAUGMENT_CONSTS),
+                                          replace=replace)
   if augname == 'randaug':
     return distort_image_with_randaugment(image, ra_num_layers, ra_magnitude,
-                                          seed, *consts(RANDAUGMENT_CONSTS))
+                                          seed, *consts(RANDAUGMENT_CONSTS),
+                                          ops=ra_ops, replace=replace)
   if augname == 'ra_aa':
     pick_seed, aug_seed = split_seed(seed, 2)
     return tf.cond(
         _uniform(pick_seed) < 0.5,
         lambda: distort_image(image, 'autoaug', ra_num_layers, ra_magnitude,
-                              aug_seed, translate_const, cutout_const),
+                              aug_seed, translate_const, cutout_const, ra_ops,
+                              fill),
         lambda: distort_image(image, 'randaug', ra_num_layers, ra_magnitude,
-                              aug_seed, translate_const, cutout_const))
+                              aug_seed, translate_const, cutout_const, ra_ops,
+                              fill))
   raise ValueError(f"unknown augmentation {augname!r}; valid: 'autoaug', "
                    "'randaug', 'ra_aa'")
-

@@ -27,6 +27,7 @@ from typing import Optional
 from absl import logging
 import tensorflow as tf
 
+from automl_effnetv2 import autoaugment
 from automl_effnetv2 import hparams
 from automl_effnetv2 import local_data
 from automl_effnetv2 import preprocessing
@@ -141,7 +142,8 @@ class ImageNetInput:
                cache: bool = False, augname: Optional[str] = None,
                mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
                ra_num_layers: int = 2, ra_magnitude: float = 15,
-               translate_const=None, cutout_const=None, seed: int = 0,
+               translate_const=None, cutout_const=None, ra_ops=None,
+               aug_fill=None, seed: int = 0,
                tfds_data_dir: Optional[str] = None,
                parallel_calls: Optional[int] = None):
     if image_size < 1:
@@ -163,6 +165,11 @@ class ImageNetInput:
     self.ra_magnitude = ra_magnitude
     self.translate_const = translate_const
     self.cutout_const = cutout_const
+    # Checked here, so that a bad name fails before a pipeline is traced.
+    self.ra_ops = (None if ra_ops is None else
+                   autoaugment.randaugment_op_names(ra_ops))
+    autoaugment.fill_color(aug_fill)
+    self.aug_fill = aug_fill
     self.seed = int(seed)
     self.tfds_data_dir = tfds_data_dir
     # None: tf.data's autotuner picks map parallelism and prefetch depth;
@@ -249,7 +256,8 @@ class ImageNetInput:
         image, self.image_size, self.is_training, seed=seed,
         image_dtype=tf.float32, augname=self.augname,
         ra_num_layers=self.ra_num_layers, ra_magnitude=self.ra_magnitude,
-        translate_const=self.translate_const, cutout_const=self.cutout_const)
+        translate_const=self.translate_const, cutout_const=self.cutout_const,
+        ra_ops=self.ra_ops, aug_fill=self.aug_fill)
 
   def dataset(self, batch_size: int, input_context=None, start_step: int = 0):
     """A pipeline of (images [B, S, S, 3], labels [B, classes]) batches.
@@ -495,6 +503,8 @@ def build_dataset_input(is_training, image_size, image_dtype, data_dir, split,
       ra_magnitude=data_config.ram,
       translate_const=data_config.get('translate_const'),
       cutout_const=data_config.get('cutout_const'),
+      ra_ops=data_config.get('ra_ops'),
+      aug_fill=data_config.get('aug_fill'),
       seed=seed,
       tfds_data_dir=data_config.get('tfds_data_dir'),
       parallel_calls=data_config.get('parallel_calls'))

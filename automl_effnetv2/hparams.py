@@ -381,6 +381,11 @@ base_config = Config(
         # and where tfds keeps prepared datasets (None: tfds' default).
         translate_const=None,
         cutout_const=None,
+        # Port additions: RandAugment's op names (None: upstream's 16; on the
+        # command line 'Rotate|Cutout') and the pixel value that geometric
+        # ops and cutout leave behind (None: upstream's gray 128).
+        ra_ops=None,
+        aug_fill=None,
         tfds_data_dir=None,
         # Port addition: tf.data map parallelism; None lets the autotuner
         # choose (upstream's AUTOTUNE everywhere).

@@ -39,13 +39,13 @@ def to_rgb(image):
 
 
 def _augment_uint8(image, augname, ra_num_layers, ra_magnitude, seed,
-                   translate_const, cutout_const):
+                   translate_const, cutout_const, ra_ops=None, aug_fill=None):
   """Runs AutoAugment/RandAugment on a float [0, 255] image."""
   dtype = image.dtype
   image = tf.cast(tf.clip_by_value(image, 0.0, 255.0), tf.uint8)
   image = autoaugment.distort_image(image, augname, ra_num_layers,
                                     ra_magnitude, seed, translate_const,
-                                    cutout_const)
+                                    cutout_const, ra_ops, aug_fill)
   return tf.cast(image, dtype)
 
 
@@ -74,7 +74,8 @@ def center_crop(image, image_size):
 
 def preprocess_for_train(image, image_size, seed, augname=None,
                          ra_num_layers=2, ra_magnitude=15,
-                         translate_const=None, cutout_const=None):
+                         translate_const=None, cutout_const=None, ra_ops=None,
+                         aug_fill=None):
   """Random crop, resize, flip, augmentation; float in [0, 255]."""
   crop_seed, flip_seed, aug_seed = autoaugment.split_seed(seed, 3)
   image = random_crop(image, crop_seed)
@@ -82,7 +83,8 @@ def preprocess_for_train(image, image_size, seed, augname=None,
   image = tf.image.stateless_random_flip_left_right(image, flip_seed)
   if augname:
     image = _augment_uint8(image, augname, ra_num_layers, ra_magnitude,
-                           aug_seed, translate_const, cutout_const)
+                           aug_seed, translate_const, cutout_const, ra_ops,
+                           aug_fill)
   return image
 
 
@@ -95,7 +97,8 @@ def preprocess_for_eval(image, image_size):
 
 def preprocess_for_finetune(image, image_size, is_training, seed, augname,
                             ra_num_layers=2, ra_magnitude=15,
-                            translate_const=None, cutout_const=None):
+                            translate_const=None, cutout_const=None,
+                            ra_ops=None, aug_fill=None):
   """Upstream's 'ft' path; output in [-1, 1]."""
   mean, std = 0.5, 0.5
   image = (tf.cast(image, tf.float32) / 255.0 - mean) / std
@@ -108,7 +111,8 @@ def preprocess_for_finetune(image, image_size, is_training, seed, augname,
     if policy in augname:
       pixels = (image * std + mean) * 255.0
       pixels = _augment_uint8(pixels, policy, ra_num_layers, ra_magnitude,
-                              aug_seed, translate_const, cutout_const)
+                              aug_seed, translate_const, cutout_const, ra_ops,
+                              aug_fill)
       image = (pixels / 255.0 - mean) / std
   if augname == 'ft' or 'cutout' in augname:
     # Upstream fills the hole with uniform noise in [0, 1).
@@ -119,7 +123,7 @@ def preprocess_for_finetune(image, image_size, is_training, seed, augname,
 
 def preprocess_legacy(image, image_size, is_training, seed, augname=None,
                       ra_num_layers=2, ra_magnitude=15, translate_const=None,
-                      cutout_const=None):
+                      cutout_const=None, ra_ops=None, aug_fill=None):
   """EfficientNet V1's path, on decoded images; ImageNet-normalized output."""
   if is_training:
     crop_seed, flip_seed, aug_seed = autoaugment.split_seed(seed, 3)
@@ -135,7 +139,8 @@ def preprocess_legacy(image, image_size, is_training, seed, augname=None,
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     if augname:
       image = _augment_uint8(image, augname, ra_num_layers, ra_magnitude,
-                             aug_seed, translate_const, cutout_const)
+                             aug_seed, translate_const, cutout_const, ra_ops,
+                             aug_fill)
   else:
     image = tf.image.resize(center_crop(image, image_size),
                             [image_size, image_size], 'bicubic')
@@ -145,7 +150,8 @@ def preprocess_legacy(image, image_size, is_training, seed, augname=None,
 
 def preprocess_image(image, image_size, is_training, seed=None,
                      image_dtype=None, augname=None, ra_num_layers=2,
-                     ra_magnitude=15, translate_const=None, cutout_const=None):
+                     ra_magnitude=15, translate_const=None, cutout_const=None,
+                     ra_ops=None, aug_fill=None):
   """Preprocesses one image for training or evaluation.
 
   Args:
@@ -158,6 +164,9 @@ def preprocess_image(image, image_size, is_training, seed=None,
     ra_num_layers, ra_magnitude: RandAugment's N and M.
     translate_const, cutout_const: augmentation pixel constants (None keeps
       upstream's: 100/40 for RandAugment, 250/100 for AutoAugment).
+    ra_ops: RandAugment op names to draw from (None: upstream's 16).
+    aug_fill: pixel value that geometric ops and cutout leave behind (None:
+      upstream's gray 128).
 
   Returns:
     A [image_size, image_size, 3] image; [-1, 1] for the default and ft paths.
@@ -166,7 +175,8 @@ def preprocess_image(image, image_size, is_training, seed=None,
     raise ValueError('training preprocessing needs a stateless seed')
   image = to_rgb(image)
   options = dict(ra_num_layers=ra_num_layers, ra_magnitude=ra_magnitude,
-                 translate_const=translate_const, cutout_const=cutout_const)
+                 translate_const=translate_const, cutout_const=cutout_const,
+                 ra_ops=ra_ops, aug_fill=aug_fill)
   if augname and augname.startswith('effnetv1_'):
     out = preprocess_legacy(image, image_size, is_training, seed,
                             augname[len('effnetv1_'):], **options)

@@ -210,3 +210,54 @@ def test_unknown_augmentation_names_are_refused():
     aa.distort_image(tf.zeros([8, 8, 3], tf.uint8), 'randaugment', 2, 10, SEED)
   with pytest.raises(ValueError, match='Rotate'):
     aa.make_op('Spin', 5, 100, 40)
+
+
+def test_randaugment_op_list_defaults_to_upstreams_16_and_checks_names():
+  assert aa.randaugment_op_names() == aa.RANDAUGMENT_OPS
+  assert len(aa.randaugment_op_names()) == 16
+  assert aa.randaugment_op_names('Rotate') == ('Rotate',)
+  assert aa.randaugment_op_names(['Rotate', 'Cutout']) == ('Rotate', 'Cutout')
+  with pytest.raises(ValueError, match='valid: AutoContrast.*Rotate'):
+    aa.randaugment_op_names(['Rotate', 'Spin'])
+  with pytest.raises(ValueError, match='ra_ops'):
+    aa.randaugment_op_names([])
+
+
+def test_randaugment_draws_only_from_the_given_ops():
+  image = tf.constant(_random_image(16, 16, seed=7))
+  for s in range(6):
+    seed = tf.constant([s, 9], tf.int64)
+    out = aa.distort_image_with_randaugment(image, 1, 10, seed,
+                                            ops=['Invert']).numpy()
+    np.testing.assert_array_equal(out, 255 - image.numpy())
+  # Two ops: each image is one of the two results, and both occur.
+  results = set()
+  for s in range(16):
+    out = aa.distort_image_with_randaugment(
+        image, 1, 10, tf.constant([s, 9], tf.int64),
+        ops=['Invert', 'Posterize']).numpy()
+    if np.array_equal(out, 255 - image.numpy()):
+      results.add('Invert')
+    else:
+      np.testing.assert_array_equal(out, aa.posterize(image, 4).numpy())
+      results.add('Posterize')
+  assert results == {'Invert', 'Posterize'}
+
+
+@pytest.mark.parametrize('fill, expected', [(None, 128), (0, 0), (255, 255)])
+def test_fill_value_reaches_geometric_ops_and_cutout(fill, expected):
+  image = tf.constant(np.full((16, 16, 3), 200, np.uint8))
+  for name in ('TranslateX', 'Rotate', 'Cutout'):
+    out = aa.distort_image(image, 'randaug', 1, 10, SEED,
+                           translate_const=6, cutout_const=4, ra_ops=[name],
+                           fill=fill).numpy()
+    uncovered = out != 200
+    assert uncovered.any(), name
+    assert (out[uncovered] == expected).all(), (name, np.unique(out))
+
+
+def test_fill_value_outside_a_pixel_range_is_refused():
+  assert aa.fill_color() == aa.REPLACE_GRAY
+  assert aa.fill_color(0) == (0, 0, 0)
+  with pytest.raises(ValueError, match=r'aug_fill.*\[0, 255\]'):
+    aa.fill_color(256)

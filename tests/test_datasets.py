@@ -329,3 +329,34 @@ def test_dataset_training_configs_resolve_with_dataset_facts():
   assert cfg.data.ds_name == 'cifar10' and cfg.train.stages == 0
   assert cfg.data.num_classes == 10 and cfg.data.augname == 'ft'
   assert cfg.data.splits.train.num_images == 50000
+
+
+def test_ra_ops_and_fill_from_the_config_reach_the_pipeline(
+    fashion_mnist_tfds_dir):
+  # Only Invert, on the ft path: every training image's black corner
+  # becomes white (+1 in [-1, 1]); eval images keep it black (-1).
+  from automl_effnetv2 import main
+  config = main.build_config('efficientnetv2-b0', 'fashion_mnist',
+                             'data.ra_ops=Invert,data.aug_fill=0')
+  assert config.data.ra_ops == 'Invert' and config.data.aug_fill == 0
+  config.data.tfds_data_dir = fashion_mnist_tfds_dir
+  train = datasets.build_dataset_input(True, 32, None, None, None,
+                                       config.data)
+  images, _ = next(iter(train.dataset(16)))
+  np.testing.assert_allclose(images.numpy()[:, 0, 0, :], 1.0)
+  evaluation = datasets.build_dataset_input(False, 32, None, None, None,
+                                            config.data)
+  images, _ = next(iter(evaluation.dataset(16)))
+  np.testing.assert_allclose(images.numpy()[:, 0, 0, :], -1.0)
+  listed = main.build_config('efficientnetv2-b0', 'fashion_mnist',
+                             'data.ra_ops=Rotate|Cutout')
+  assert listed.data.ra_ops == ['Rotate', 'Cutout']
+
+
+def test_bad_ra_ops_or_fill_fail_when_the_input_is_built():
+  with pytest.raises(ValueError, match='valid: AutoContrast'):
+    datasets.FashionMNISTInput(is_training=True, image_size=32,
+                               augname='ft_randaug', ra_ops=['Spin'])
+  with pytest.raises(ValueError, match='aug_fill'):
+    datasets.FashionMNISTInput(is_training=True, image_size=32,
+                               augname='ft_randaug', aug_fill=-1)
