@@ -145,7 +145,8 @@ def plot_curves(output_dir, modes, seeds):
     length = min(len(c) for c in curves)
     xs = [statistics.mean(c[i][0] for c in curves) for i in range(length)]
     ys = [statistics.mean(c[i][1] for c in curves) for i in range(length)]
-    ax.plot(xs, ys, marker='o', label=f'{mode} ({len(curves)} seeds)')
+    runs = f'{len(curves)} seed' + ('s' if len(curves) != 1 else '')
+    ax.plot(xs, ys, marker='o', label=f'{mode} ({runs})')
   ax.set_xlabel('training time (min)')
   ax.set_ylabel('eval top-1 (%)')
   ax.grid(alpha=0.3)

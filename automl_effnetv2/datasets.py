@@ -591,6 +591,14 @@ class FashionMNISTFt(Cifar10Ft):
   cfg = _finetune_config('fashion_mnist')
 
 
+# Upstream's RandAugment ops less the three that invert or gray the
+# background (Invert, Solarize, SolarizeAdd).
+FASHION_MNIST_RA_OPS = ['AutoContrast', 'Equalize', 'Rotate', 'Posterize',
+                        'Color', 'Contrast', 'Brightness', 'Sharpness',
+                        'ShearX', 'ShearY', 'TranslateX', 'TranslateY',
+                        'Cutout']
+
+
 @ds_register(name='fashion_mnist')
 class FashionMNIST:
   """Fashion-MNIST from scratch on a CPU, with progressive learning.
@@ -603,14 +611,18 @@ class FashionMNIST:
   these sizes barely carries what it learned at 32 px over to 64 px. No
   head dropout and no stochastic depth: with them the network fit only
   93 % of its own training images; one RandAugment op instead of
-  upstream's two scored 93.09 % against 92.60 %.
+  upstream's two scored 93.09 % against 92.60 %. RandAugment draws from 13
+  of upstream's 16 ops (no Invert, Solarize or SolarizeAdd, which turn the
+  black background white or gray) and fills uncovered pixels with black,
+  the background, instead of gray: 93.34 % against 93.09 / 93.24 %.
   docs/results.md has the measured runs.
   """
   cfg = hparams.Config(
       model=dict(dropout_rate=0, survival_prob=1.0),
       data=dict(ds_name='fashion_mnist', augname='ft_randaug', ram=10,
                 ra_num_layers=1, mixup_alpha=0, cutmix_alpha=0, ibase=40,
-                translate_const=8, cutout_const=8),
+                translate_const=8, cutout_const=8, ra_ops=FASHION_MNIST_RA_OPS,
+                aug_fill=0),
       train=dict(batch_size=128, epochs=31, stages=3, sched=True, isize=64,
                  optimizer='rmsprop', lr_base=0.016, lr_sched='cosine',
                  lr_warmup_epoch=1, ema_decay=0.999, weight_decay=1e-5,

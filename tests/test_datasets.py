@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from automl_effnetv2 import autoaugment
 from automl_effnetv2 import datasets
 from automl_effnetv2 import local_data
 
@@ -109,6 +110,10 @@ def test_registered_fashion_mnist_run_is_the_measured_one():
   assert config.eval.isize == 64 and config.data.augname == 'ft_randaug'
   assert config.model.dropout_rate == 0 and config.model.survival_prob == 1.0
   assert config.data.ra_num_layers == 1
+  # The eleventh run: no Invert / Solarize / SolarizeAdd, black fill.
+  assert set(autoaugment.RANDAUGMENT_OPS) - set(config.data.ra_ops) == {
+      'Invert', 'Solarize', 'SolarizeAdd'}
+  assert len(config.data.ra_ops) == 13 and config.data.aug_fill == 0
 
 
 def test_parallel_calls_from_the_config_and_bad_values():
