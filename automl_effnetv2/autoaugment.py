@@ -350,9 +350,10 @@ def fill_color(fill=None):
   """The uint8 colour geometric ops and cutout leave behind (None: gray)."""
   if fill is None:
     return REPLACE_GRAY
-  if not 0 <= int(fill) <= 255:
-    raise ValueError(f'data.aug_fill must be a pixel value in [0, 255], '
-                     f'got {fill!r}')
+  is_number = isinstance(fill, (int, float)) and not isinstance(fill, bool)
+  if not is_number or fill != int(fill) or not 0 <= fill <= 255:
+    raise ValueError(f'data.aug_fill must be a whole pixel value in [0, 255] '
+                     f'(or None for gray 128), got {fill!r}')
   return (int(fill),) * 3
 
 

@@ -259,5 +259,6 @@ def test_fill_value_reaches_geometric_ops_and_cutout(fill, expected):
 def test_fill_value_outside_a_pixel_range_is_refused():
   assert aa.fill_color() == aa.REPLACE_GRAY
   assert aa.fill_color(0) == (0, 0, 0)
-  with pytest.raises(ValueError, match=r'aug_fill.*\[0, 255\]'):
-    aa.fill_color(256)
+  for bad in (256, -1, 0.5, 'black', True):
+    with pytest.raises(ValueError, match=r'aug_fill.*\[0, 255\]'):
+      aa.fill_color(bad)
