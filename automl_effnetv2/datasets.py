@@ -592,11 +592,9 @@ class FashionMNISTFt(Cifar10Ft):
 
 
 # Upstream's RandAugment ops less the three that invert pixels or gray the
-# black background (Invert, Solarize, SolarizeAdd).
-FASHION_MNIST_RA_OPS = ['AutoContrast', 'Equalize', 'Rotate', 'Posterize',
-                        'Color', 'Contrast', 'Brightness', 'Sharpness',
-                        'ShearX', 'ShearY', 'TranslateX', 'TranslateY',
-                        'Cutout']
+# black background.
+FASHION_MNIST_RA_OPS = [op for op in autoaugment.RANDAUGMENT_OPS
+                        if op not in ('Invert', 'Solarize', 'SolarizeAdd')]
 
 
 @ds_register(name='fashion_mnist')

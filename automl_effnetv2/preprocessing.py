@@ -39,7 +39,7 @@ def to_rgb(image):
 
 
 def _augment_uint8(image, augname, ra_num_layers, ra_magnitude, seed,
-                   translate_const, cutout_const, ra_ops=None, aug_fill=None):
+                   translate_const, cutout_const, ra_ops, aug_fill):
   """Runs AutoAugment/RandAugment on a float [0, 255] image."""
   dtype = image.dtype
   image = tf.cast(tf.clip_by_value(image, 0.0, 255.0), tf.uint8)
