@@ -1,13 +1,16 @@
 """Fashion-MNIST training-pipeline images/s next to the model's training images/s.
 
-For each size: the train pipeline (resize, flip, RandAugment N=2 M=10, mixup)
-is drained for `--batches` batches after a warm-up and timed; the model's
+For each size: the train pipeline (resize, flip, RandAugment N=2 M=10 by
+default, mixup 0.1) is drained for `--batches` batches after a warm-up and timed; the model's
 training throughput is the median step time of the Trainer's compiled loop on
 synthetic batches of the same size (bench/train_throughput.py). The ratio
 pipeline / model should be >= 5 for the pipeline not to be the bottleneck.
 Measured one after the other, so each gets both cores.
 
   python bench/input_pipeline.py --sizes=32,64,128 --batch=64
+  python bench/input_pipeline.py --sizes=64 --batch=128 --ra_num_layers=1 \
+      --aug_fill=0 --ra_ops='Rotate|ShearX|ShearY|TranslateX|TranslateY|Cutout' \
+      --skip_model
 """
 import argparse
 import os
@@ -27,9 +30,11 @@ import train_throughput  # noqa: E402  pylint: disable=g-import-not-at-top
 
 
 def pipeline_images_per_second(size, batch, batches, tfds_dir, augname,
-                               threadpool):
+                               threadpool, ra_num_layers=2, ra_ops=None,
+                               aug_fill=None):
   inp = datasets.FashionMNISTInput(
       is_training=True, image_size=size, augname=augname, ra_magnitude=10,
+      ra_num_layers=ra_num_layers, ra_ops=ra_ops, aug_fill=aug_fill,
       mixup_alpha=0.1, translate_const=8, cutout_const=8,
       tfds_data_dir=tfds_dir, cache=True)
   ds = inp.dataset(batch)
@@ -52,6 +57,11 @@ def main():
   parser.add_argument('--batch', type=int, default=64)
   parser.add_argument('--batches', type=int, default=100)
   parser.add_argument('--augname', default='ft_randaug')
+  parser.add_argument('--ra_num_layers', type=int, default=2)
+  parser.add_argument('--ra_ops', default=None,
+                      help="RandAugment ops, '|'-separated (default: all 16).")
+  parser.add_argument('--aug_fill', type=int, default=None,
+                      help='fill value for uncovered pixels (default: gray).')
   parser.add_argument('--threadpool', type=int, default=0,
                       help='tf.data private threadpool size (0: default).')
   parser.add_argument('--skip_model', action='store_true')
@@ -59,11 +69,15 @@ def main():
   tfds_dir = tempfile.mkdtemp()
   local_data.prepare_fashion_mnist(local_data.default_fashion_mnist_dir(),
                                    tfds_dir)
-  print(f'batch {args.batch}, augname {args.augname}, {os.cpu_count()} CPUs')
+  ra_ops = args.ra_ops.split('|') if args.ra_ops else None
+  print(f'batch {args.batch}, augname {args.augname}, RandAugment N='
+        f'{args.ra_num_layers} ops {ra_ops or "all"} fill {args.aug_fill}, '
+        f'{os.cpu_count()} CPUs')
   for size in [int(s) for s in args.sizes.split(',')]:
     pipeline = pipeline_images_per_second(size, args.batch, args.batches,
                                           tfds_dir, args.augname,
-                                          args.threadpool)
+                                          args.threadpool, args.ra_num_layers,
+                                          ra_ops, args.aug_fill)
     line = f'{size:4d} px: pipeline {pipeline:8.1f} img/s'
     if not args.skip_model:
       model = args.batch / train_throughput.ours_step_seconds(
