@@ -1,11 +1,12 @@
 """Fashion-MNIST training-pipeline images/s next to the model's training images/s.
 
 For each size: the train pipeline (resize, flip, RandAugment N=2 M=10 by
-default, mixup 0.1) is drained for `--batches` batches after a warm-up and timed; the model's
-training throughput is the median step time of the Trainer's compiled loop on
-synthetic batches of the same size (bench/train_throughput.py). The ratio
-pipeline / model should be >= 5 for the pipeline not to be the bottleneck.
-Measured one after the other, so each gets both cores.
+default, mixup 0.1) is drained for `--batches` batches after a warm-up and
+timed; the model's training throughput is the median step time of the
+Trainer's compiled loop on synthetic batches of the same size
+(bench/train_throughput.py). The ratio pipeline / model should be >= 5 for
+the pipeline not to be the bottleneck. Measured one after the other, so each
+gets both cores.
 
   python bench/input_pipeline.py --sizes=32,64,128 --batch=64
   python bench/input_pipeline.py --sizes=64 --batch=128 --ra_num_layers=1 \
