@@ -236,6 +236,8 @@ def make_op(name: str, level: float, translate_const: float,
   """
   level = float(level)
   ratio = level / MAX_LEVEL
+  if name == 'Identity':
+    return lambda image, seed: image
   if name == 'AutoContrast':
     return lambda image, seed: autocontrast(image)
   if name == 'Equalize':
@@ -267,13 +269,18 @@ def make_op(name: str, level: float, translate_const: float,
     return lambda image, seed: cutout(
         image, int(ratio * cutout_const), replace[0], seed)
   raise ValueError(f'unknown augmentation op {name!r}; valid: '
-                   f'{", ".join(RANDAUGMENT_OPS)}')
+                   f'{", ".join(RANDAUGMENT_OPS + EXTRA_RANDAUGMENT_OPS)}')
 
 
 RANDAUGMENT_OPS = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'Posterize',
                    'Solarize', 'Color', 'Contrast', 'Brightness', 'Sharpness',
                    'ShearX', 'ShearY', 'TranslateX', 'TranslateY', 'Cutout',
                    'SolarizeAdd')
+# Port addition, drawn only where `data.ra_ops` names it: a draw that leaves
+# the image as it is (upstream always applies the op it draws), so listing it
+# beside other ops lowers the share of augmented images; a name listed twice
+# is drawn twice as often.
+EXTRA_RANDAUGMENT_OPS = ('Identity',)
 
 
 def policy_v0() -> List[List[Tuple[str, float, int]]]:
@@ -338,11 +345,12 @@ def randaugment_op_names(ops=None):
   if ops is None:
     return RANDAUGMENT_OPS
   names = (ops,) if isinstance(ops, str) else tuple(ops)
-  unknown = [name for name in names if name not in RANDAUGMENT_OPS]
+  valid = RANDAUGMENT_OPS + EXTRA_RANDAUGMENT_OPS
+  unknown = [name for name in names if name not in valid]
   if not names or unknown:
     raise ValueError(
         f'data.ra_ops must name RandAugment ops, got {ops!r}; valid: '
-        f'{", ".join(RANDAUGMENT_OPS)} (lists use |: ra_ops=Rotate|Cutout)')
+        f'{", ".join(valid)} (lists use |: ra_ops=Rotate|Cutout)')
   return names
 
 

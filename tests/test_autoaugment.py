@@ -244,6 +244,26 @@ def test_randaugment_draws_only_from_the_given_ops():
   assert results == {'Invert', 'Posterize'}
 
 
+def test_identity_is_drawn_only_when_named_and_keeps_the_image():
+  assert 'Identity' not in aa.randaugment_op_names()  # upstream's default
+  assert aa.randaugment_op_names('Identity|Identity'.split('|')) == (
+      'Identity', 'Identity')
+  image = tf.constant(_random_image(16, 16, seed=3))
+  # With Invert beside it, each image is either untouched or inverted, and
+  # both occur: Identity is a real draw, not a filter on the list.
+  results = set()
+  for s in range(16):
+    out = aa.distort_image_with_randaugment(
+        image, 1, 10, tf.constant([s, 5], tf.int64),
+        ops=['Identity', 'Invert']).numpy()
+    if np.array_equal(out, image.numpy()):
+      results.add('Identity')
+    else:
+      np.testing.assert_array_equal(out, 255 - image.numpy())
+      results.add('Invert')
+  assert results == {'Identity', 'Invert'}
+
+
 @pytest.mark.parametrize('fill, expected', [(None, 128), (0, 0), (255, 255)])
 def test_fill_value_reaches_geometric_ops_and_cutout(fill, expected):
   image = tf.constant(np.full((16, 16, 3), 200, np.uint8))
