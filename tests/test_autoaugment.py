@@ -246,7 +246,8 @@ def test_randaugment_draws_only_from_the_given_ops():
 
 def test_identity_is_drawn_only_when_named_and_keeps_the_image():
   assert 'Identity' not in aa.randaugment_op_names()  # upstream's default
-  assert aa.randaugment_op_names('Identity|Identity'.split('|')) == (
+  # Kept twice: a repeated name is drawn twice as often.
+  assert aa.randaugment_op_names(['Identity', 'Identity']) == (
       'Identity', 'Identity')
   image = tf.constant(_random_image(16, 16, seed=3))
   # With Invert beside it, each image is either untouched or inverted, and
