@@ -269,7 +269,7 @@ def make_op(name: str, level: float, translate_const: float,
     return lambda image, seed: cutout(
         image, int(ratio * cutout_const), replace[0], seed)
   raise ValueError(f'unknown augmentation op {name!r}; valid: '
-                   f'{", ".join(RANDAUGMENT_OPS + EXTRA_RANDAUGMENT_OPS)}')
+                   f'{", ".join(VALID_RANDAUGMENT_OPS)}')
 
 
 RANDAUGMENT_OPS = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'Posterize',
@@ -281,6 +281,7 @@ RANDAUGMENT_OPS = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'Posterize',
 # beside other ops lowers the share of augmented images; a name listed twice
 # is drawn twice as often.
 EXTRA_RANDAUGMENT_OPS = ('Identity',)
+VALID_RANDAUGMENT_OPS = RANDAUGMENT_OPS + EXTRA_RANDAUGMENT_OPS
 
 
 def policy_v0() -> List[List[Tuple[str, float, int]]]:
@@ -345,12 +346,12 @@ def randaugment_op_names(ops=None):
   if ops is None:
     return RANDAUGMENT_OPS
   names = (ops,) if isinstance(ops, str) else tuple(ops)
-  valid = RANDAUGMENT_OPS + EXTRA_RANDAUGMENT_OPS
-  unknown = [name for name in names if name not in valid]
+  unknown = [name for name in names if name not in VALID_RANDAUGMENT_OPS]
   if not names or unknown:
     raise ValueError(
         f'data.ra_ops must name RandAugment ops, got {ops!r}; valid: '
-        f'{", ".join(valid)} (lists use |: ra_ops=Rotate|Cutout)')
+        f'{", ".join(VALID_RANDAUGMENT_OPS)} '
+        '(lists use |: ra_ops=Rotate|Cutout)')
   return names
 
 

@@ -25,6 +25,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import tensorflow as tf  # noqa: E402
 
 from automl_effnetv2 import datasets  # noqa: E402
+from automl_effnetv2 import hparams  # noqa: E402
 from automl_effnetv2 import local_data  # noqa: E402
 
 import train_throughput  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -70,7 +71,8 @@ def main():
   tfds_dir = tempfile.mkdtemp()
   local_data.prepare_fashion_mnist(local_data.default_fashion_mnist_dir(),
                                    tfds_dir)
-  ra_ops = args.ra_ops.split('|') if args.ra_ops else None
+  # Read as --hparam_str reads data.ra_ops.
+  ra_ops = hparams.parse_value(args.ra_ops) if args.ra_ops else None
   print(f'batch {args.batch}, augname {args.augname}, RandAugment N='
         f'{args.ra_num_layers} ops {ra_ops or "all"} fill {args.aug_fill}, '
         f'{os.cpu_count()} CPUs')
