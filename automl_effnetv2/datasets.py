@@ -614,7 +614,8 @@ class FashionMNIST:
   image or its bright parts, or gray the black background) and fills
   uncovered pixels with black, the background, instead of gray: 93.34 /
   93.01 % (two seeds) against 93.09 / 93.24 %, the same mean, kept because
-  no training image then looks like no test image.
+  it makes no inverted or gray-background images, which no test image
+  resembles.
   docs/results.md has the measured runs.
   """
   cfg = hparams.Config(
