@@ -1,24 +1,37 @@
-r"""Runs a progressive-learning ablation study: modes x seeds, then a report.
+r"""Runs the progressive-learning study: configs x ablation modes x seeds.
 
-  python -m automl_effnetv2.ablation --dataset_cfg=fashion_mnist \
-      --modes=none,no_progressive --seeds=2 --epochs=3 \
-      --output_dir=runs/ablation
+  python -m automl_effnetv2.ablation \
+      --dataset_cfg=fashion_mnist,fashion_mnist_paper_range \
+      --modes=none,no_progressive,fixed_regularization --seeds=3 \
+      --epochs=12 --output_dir=runs/study --results_dir=docs/study
 
 Each run is `main.py --mode=traineval --ablation=<mode>` in its own process
-and folder (<output_dir>/<mode>/seed_<k>), so an interrupted study resumes
-run by run: finished runs are skipped, unfinished ones resume from their last
-checkpoint. The report (written after every run) is results.csv, results.md
-(final top-1 mean and std, wall time and images/s per mode) and results.png
-(eval top-1 against training time, one line per mode).
+and folder, <output_dir>/<config>/<mode>/seed_<k> (checkpoints; large), with
+an evaluation every `--eval_every_epochs` for its time-to-accuracy curve.
+Runs go seed-major (every config and mode at seed 0, then at seed 1, ...) so
+that drifts of the machine's speed hit every mode alike. When a run finishes
+its small files (metrics.json, config.yaml) are copied to
+<results_dir>/runs/<config>/<mode>/seed_<k>, and the report is rebuilt from
+those copies alone (study_report.py): rerunning the command skips every run
+whose copy is there and resumes the one in progress, on this machine or on
+another with the same results folder.
+
+Two cells that would train exactly the same run (the same config apart from
+how the stages are cut, the same effective schedule: for example two
+configs' `no_progressive` runs when they share the final size and
+regularization) are run once; the report lists the run under both.
+
+Before the first run, one paired benchmark times a training step at every
+image size the runs use (step_times.py); a run's normalized time is its
+steps per stage times those step times.
 """
-import csv
-import json
+import dataclasses
 import os
-import statistics
+import shutil
 import subprocess
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence, Tuple
 
 if __package__ in (None, ''):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
@@ -29,174 +42,254 @@ from absl import app
 from absl import flags
 
 from automl_effnetv2 import progressive
-from automl_effnetv2 import train_lib
+from automl_effnetv2 import study_report
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('dataset_cfg', 'fashion_mnist', 'Dataset training config.')
+flags.DEFINE_list('dataset_cfg', ['fashion_mnist'], 'Training config(s), '
+                  'comma-separated: one panel of the report each.')
 flags.DEFINE_string('model_name', 'efficientnetv2-b0', 'Model name.')
 flags.DEFINE_list('modes', ['none', 'no_progressive'], 'Ablation modes, from '
                   + ', '.join(progressive.ABLATIONS) + '.')
-flags.DEFINE_integer('seeds', 2, 'Runs per mode (seeds 0..seeds-1).')
-flags.DEFINE_float('epochs', None, 'Overrides train.epochs for every run.')
+flags.DEFINE_integer('seeds', 2, 'Runs per cell (seeds 0..seeds-1).')
+flags.DEFINE_float('epochs', None, 'Overrides train.epochs for every run '
+                   '(the same for all, so that runs compare).')
+flags.DEFINE_float('eval_every_epochs', 1.0, 'Evaluation interval during '
+                   'training, for the time-to-accuracy curves (0: stage ends '
+                   'only).')
 flags.DEFINE_string('hparam_str', '', 'Extra overrides for every run.')
 flags.DEFINE_string('data_dir', None, 'As main.py --data_dir.')
-flags.DEFINE_string('output_dir', None, 'Where runs and the report go.')
+flags.DEFINE_string('output_dir', None, 'Where the run folders go.')
+flags.DEFINE_string('results_dir', None, 'Where each finished run\'s small '
+                    'files and the report go (default: <output_dir>/results).')
+flags.DEFINE_bool('step_times', True, 'Measure step times per image size '
+                  'before the first run (once; kept in results_dir) for the '
+                  'normalized training time.')
+flags.DEFINE_integer('step_time_steps', 20, 'Steps per timed call of the '
+                     'step-time benchmark.')
+flags.DEFINE_integer('step_time_rounds', 3, 'Rounds of the step-time '
+                     'benchmark.')
+flags.DEFINE_bool('report_only', False, 'Rebuild the report from '
+                  'results_dir and stop.')
+flags.DEFINE_bool('commit_results', False, 'git-commit results_dir after '
+                  'each finished run (results_dir inside a git repository).')
 
 
-def run_dir(output_dir, mode, seed):
-  return os.path.join(output_dir, mode, f'seed_{seed}')
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  """One run of the grid."""
+  dataset_cfg: str
+  mode: str
+  seed: int
+
+  @property
+  def name(self) -> str:
+    return f'{self.dataset_cfg}/{self.mode}/seed_{self.seed}'
 
 
-def read_metrics(model_dir) -> Dict:
-  path = os.path.join(model_dir, train_lib.METRICS_FILE)
-  if not os.path.exists(path):
-    return {}
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+def grid_order(dataset_cfgs: Sequence[str], modes: Sequence[str],
+               seeds: int) -> List[Cell]:
+  """Seed-major: all configs and modes at seed 0, then seed 1, ..."""
+  return [Cell(cfg, mode, seed) for seed in range(seeds)
+          for cfg in dataset_cfgs for mode in modes]
 
 
-def is_finished(model_dir) -> bool:
-  final = read_metrics(model_dir).get('final', {})
-  return bool(final) and final.get('global_step') == final.get('total_steps')
-
-
-def run_command(mode, seed, model_dir, dataset_cfg, model_name, epochs,
-                hparam_str, data_dir) -> List[str]:
+def run_overrides(seed: int, epochs: Optional[float], eval_every_epochs: float,
+                  hparam_str: str) -> str:
   overrides = [f'runtime.seed={seed}']
   if epochs is not None:
-    overrides.append(f'train.epochs={epochs}')
+    overrides.append(f'train.epochs={epochs:g}')
+  if eval_every_epochs:
+    overrides.append(f'eval.every_epochs={eval_every_epochs:g}')
   if hparam_str:
     overrides.append(hparam_str)
+  return ','.join(overrides)
+
+
+def run_command(cell: Cell, model_dir: str, model_name: str, overrides: str,
+                data_dir: Optional[str]) -> List[str]:
   command = [sys.executable, '-m', 'automl_effnetv2.main',
-             '--mode=traineval', f'--ablation={mode}',
-             f'--dataset_cfg={dataset_cfg}', f'--model_name={model_name}',
-             f'--model_dir={model_dir}', f'--hparam_str={",".join(overrides)}']
+             '--mode=traineval', f'--ablation={cell.mode}',
+             f'--dataset_cfg={cell.dataset_cfg}', f'--model_name={model_name}',
+             f'--model_dir={model_dir}', f'--hparam_str={overrides}']
   if data_dir:
     command.append(f'--data_dir={data_dir}')
   return command
 
 
-def summarize(output_dir, modes, seeds) -> List[Dict]:
-  """One row per finished run."""
-  rows = []
-  for mode in modes:
-    for seed in range(seeds):
-      metrics = read_metrics(run_dir(output_dir, mode, seed))
-      final = metrics.get('final')
-      if not final:
-        continue
-      rows.append({
-          'mode': mode, 'seed': seed,
-          'top1': final['eval/acc_top1'], 'top5': final['eval/acc_top5'],
-          'global_step': final['global_step'],
-          'train_seconds': final.get('train_seconds'),
-          'images_per_second': final.get('train_images_per_second'),
-          'finished': final['global_step'] == final.get('total_steps'),
-      })
-  return rows
+# -- runs that are the same run --------------------------------------------
+# How the stages are cut is not part of what a run trains once the effective
+# schedule is known; everything else in the config is.
+_CUT_KEYS = ('train.stages', 'data.ibase')
 
 
-def write_report(output_dir, modes, seeds, command_line):
-  rows = summarize(output_dir, modes, seeds)
-  with open(os.path.join(output_dir, 'results.csv'), 'w', newline='',
-            encoding='utf-8') as f:
-    writer = csv.DictWriter(f, fieldnames=[
-        'mode', 'seed', 'top1', 'top5', 'global_step', 'train_seconds',
-        'images_per_second', 'finished'])
-    writer.writeheader()
-    writer.writerows(rows)
-  lines = [f'Command: `{command_line}`', '',
-           '| mode | runs | final top-1 (mean ± std) | training time '
-           '(mean) | images/s (mean) |', '|---|---|---|---|---|']
-  for mode in modes:
-    done = [r for r in rows if r['mode'] == mode and r['finished']]
-    if not done:
-      lines.append(f'| {mode} | 0 | – | – | – |')
-      continue
-    top1 = [100 * r['top1'] for r in done]
-    std = statistics.stdev(top1) if len(top1) > 1 else 0.0
-    seconds = statistics.mean(r['train_seconds'] or 0 for r in done)
-    speed = statistics.mean(r['images_per_second'] or 0 for r in done)
-    lines.append(f'| {mode} | {len(done)} | {statistics.mean(top1):.2f} ± '
-                 f'{std:.2f} % | {seconds / 60:.1f} min | {speed:.0f} |')
-  with open(os.path.join(output_dir, 'results.md'), 'w',
-            encoding='utf-8') as f:
-    f.write('\n'.join(lines) + '\n')
-  plot_curves(output_dir, modes, seeds)
-  return lines
+def effective_schedule(config) -> Tuple[Tuple, ...]:
+  """The stages after the ablation, neighbours with equal settings merged:
+  (last step, size, magnitude, mixup, cutmix, dropout) per merged stage."""
+  train = config.train
+  num_images = config.data.splits[train.split or 'train'].num_images
+  total = progressive.train_steps(train.epochs, num_images, train.batch_size,
+                                  train.min_steps)
+  size = progressive.train_image_size(train.isize, config.eval.isize)
+  stages = progressive.apply_ablation(
+      progressive.stage_schedule(config, total, size), train.ablation)
+  merged = []
+  for stage in stages:
+    settings = (stage.image_size, stage.ram, stage.mixup_alpha,
+                stage.cutmix_alpha, stage.dropout_rate)
+    if merged and merged[-1][1:] == settings:
+      merged[-1] = (stage.max_steps,) + settings
+    else:
+      merged.append((stage.max_steps,) + settings)
+  return tuple(merged)
 
 
-def plot_curves(output_dir, modes, seeds):
-  """Eval top-1 against cumulative training time, mean over seeds per mode."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for mode in modes:
-    curves = []
-    for seed in range(seeds):
-      evals = read_metrics(run_dir(output_dir, mode, seed)).get('evals', [])
-      points = [(e['train_seconds'] / 60, 100 * e['eval/acc_top1'])
-                for e in evals if e.get('train_seconds') is not None]
-      if points:
-        curves.append(points)
-    if not curves:
-      continue
-    length = min(len(c) for c in curves)
-    xs = [statistics.mean(c[i][0] for c in curves) for i in range(length)]
-    ys = [statistics.mean(c[i][1] for c in curves) for i in range(length)]
-    runs = f'{len(curves)} seed' + ('s' if len(curves) != 1 else '')
-    ax.plot(xs, ys, marker='o', label=f'{mode} ({runs})')
-  ax.set_xlabel('training time (min)')
-  ax.set_ylabel('eval top-1 (%)')
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(os.path.join(output_dir, 'results.png'), dpi=120)
-  plt.close(fig)
+def run_signature(config) -> Tuple:
+  from automl_effnetv2 import train_lib  # pylint: disable=g-import-not-at-top
+  flat = train_lib.flatten(config.as_dict())
+  rest = tuple(sorted((k, repr(v)) for k, v in flat.items()
+                      if k not in _CUT_KEYS))
+  return effective_schedule(config), rest
+
+
+def shared_runs(cells: Sequence[Cell], build) -> Dict[Cell, Cell]:
+  """Maps each cell to the first cell (in grid order) that trains the same
+  run; `build(cell)` returns the cell's assembled config."""
+  first_by_signature, owner = {}, {}
+  for cell in cells:
+    signature = run_signature(build(cell))
+    owner[cell] = first_by_signature.setdefault(signature, cell)
+  return owner
+
+
+# -- running ------------------------------------------------------------------
+def copy_results(model_dir: str, destination: str):
+  """Copies a finished run's small files (atomically, folder by folder)."""
+  staging = destination + '.tmp'
+  shutil.rmtree(staging, ignore_errors=True)
+  os.makedirs(staging)
+  for name in study_report.RUN_FILES:
+    shutil.copy(os.path.join(model_dir, name), staging)
+  shutil.rmtree(destination, ignore_errors=True)
+  os.replace(staging, destination)
+
+
+def commit(results_dir: str, message: str):
+  """Commits results_dir alone; a failure is reported, never fatal."""
+  add = subprocess.run(['git', '-C', results_dir, 'add', '.'],
+                       capture_output=True, text=True, check=False)
+  done = add.returncode == 0 and subprocess.run(
+      ['git', '-C', results_dir, 'commit', '-q', '-m', message, '--', '.'],
+      capture_output=True, text=True, check=False).returncode == 0
+  if not done:
+    print(f'note: could not commit {results_dir}; commit it by hand',
+          file=sys.stderr, flush=True)
+
+
+def ensure_step_times(path: str, cells: Sequence[Cell], build, data_dir,
+                      steps: int, rounds: int, env) -> None:
+  """Runs the paired step-time benchmark once for every size the runs use."""
+  if os.path.exists(path):
+    return
+  sizes = sorted({schedule[1] for cell in cells
+                  for schedule in effective_schedule(build(cell))})
+  first = cells[0]
+  command = [sys.executable, '-m', 'automl_effnetv2.step_times',
+             f'--dataset_cfg={first.dataset_cfg}',
+             f'--model_name={FLAGS.model_name}',
+             f'--sizes={",".join(str(s) for s in sizes)}',
+             f'--steps={steps}', f'--rounds={rounds}', f'--output={path}']
+  if FLAGS.hparam_str:
+    command.append(f'--hparam_str={FLAGS.hparam_str}')
+  if data_dir:
+    command.append(f'--data_dir={data_dir}')
+  print(f'timing a training step at {sizes} px ...', flush=True)
+  log_path = path + '.log'
+  with open(log_path, 'w', encoding='utf-8') as log:
+    result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+                            env=env, check=False)
+  if result.returncode:
+    print(f'error: the step-time benchmark failed (exit {result.returncode});'
+          f' see {log_path}', file=sys.stderr)
+    sys.exit(result.returncode)
+  os.remove(log_path)
 
 
 def main(argv):
   del argv
+  from automl_effnetv2 import run_config  # pylint: disable=g-import-not-at-top
+  from automl_effnetv2 import hparams  # pylint: disable=g-import-not-at-top
+  if not (FLAGS.output_dir or FLAGS.results_dir):
+    raise app.UsageError('--output_dir is required (run folders go there)')
+  results_dir = FLAGS.results_dir or os.path.join(FLAGS.output_dir,
+                                                  'results')
+  if FLAGS.report_only:
+    print('\n'.join(study_report.write_report(results_dir)))
+    return
   if not FLAGS.output_dir:
-    raise app.UsageError('--output_dir is required')
+    raise app.UsageError('--output_dir is required (run folders go there)')
   for mode in FLAGS.modes:
     try:
       progressive.check_ablation(mode)
     except ValueError as e:
       raise app.UsageError(str(e)) from e
-  os.makedirs(FLAGS.output_dir, exist_ok=True)
-  command_line = ' '.join(['python -m automl_effnetv2.ablation'] +
-                          sys.argv[1:])
+  cells = grid_order(FLAGS.dataset_cfg, FLAGS.modes, FLAGS.seeds)
+  configs = {}
+
+  def build(cell):
+    if cell not in configs:
+      configs[cell] = run_config.build_config(
+          FLAGS.model_name, cell.dataset_cfg,
+          run_overrides(cell.seed, FLAGS.epochs, FLAGS.eval_every_epochs,
+                        FLAGS.hparam_str), ablation=cell.mode)
+    return configs[cell]
+
+  try:
+    owner = shared_runs(cells, build)
+  except (hparams.ConfigError, ValueError) as e:
+    raise app.UsageError(str(e)) from e
+  os.makedirs(results_dir, exist_ok=True)
+  study_report.save_plan(results_dir, cells, owner, sys.argv[1:])
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = dict(os.environ, PYTHONPATH=repo + os.pathsep +
              os.environ.get('PYTHONPATH', ''))
-  for seed in range(FLAGS.seeds):
-    for mode in FLAGS.modes:
-      model_dir = run_dir(FLAGS.output_dir, mode, seed)
-      if is_finished(model_dir):
-        print(f'{mode} seed {seed}: finished, skipped', flush=True)
-        continue
-      os.makedirs(model_dir, exist_ok=True)
-      print(f'{mode} seed {seed}: training in {model_dir}', flush=True)
+  if FLAGS.step_times:
+    ensure_step_times(os.path.join(results_dir, study_report.STEP_TIMES),
+                      cells, build, FLAGS.data_dir, FLAGS.step_time_steps,
+                      FLAGS.step_time_rounds, env)
+  for cell in cells:
+    if owner[cell] != cell:
+      print(f'{cell.name}: the same run as {owner[cell].name}', flush=True)
+      continue
+    kept = os.path.join(results_dir, 'runs', cell.name)
+    if study_report.is_finished(kept):
+      print(f'{cell.name}: finished, skipped', flush=True)
+      continue
+    model_dir = os.path.join(FLAGS.output_dir, cell.name)
+    os.makedirs(model_dir, exist_ok=True)
+    if not study_report.is_finished(model_dir):
+      print(f'{cell.name}: training in {model_dir}', flush=True)
       started = time.time()
+      overrides = run_overrides(cell.seed, FLAGS.epochs,
+                                FLAGS.eval_every_epochs, FLAGS.hparam_str)
       with open(os.path.join(model_dir, 'log.txt'), 'a',
                 encoding='utf-8') as log:
         result = subprocess.run(
-            run_command(mode, seed, model_dir, FLAGS.dataset_cfg,
-                        FLAGS.model_name, FLAGS.epochs, FLAGS.hparam_str,
+            run_command(cell, model_dir, FLAGS.model_name, overrides,
                         FLAGS.data_dir),
             stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
       if result.returncode:
-        print(f'{mode} seed {seed}: failed (exit {result.returncode}); see '
+        print(f'{cell.name}: failed (exit {result.returncode}); see '
               f'{model_dir}/log.txt. Rerun the same command to resume.',
               file=sys.stderr)
         sys.exit(result.returncode)
-      print(f'{mode} seed {seed}: done in {time.time() - started:.0f} s',
-            flush=True)
-      write_report(FLAGS.output_dir, FLAGS.modes, FLAGS.seeds, command_line)
-  print('\n'.join(write_report(FLAGS.output_dir, FLAGS.modes, FLAGS.seeds,
-                               command_line)))
+      print(f'{cell.name}: done in {time.time() - started:.0f} s', flush=True)
+    copy_results(model_dir, kept)
+    study_report.write_report(results_dir)
+    if FLAGS.commit_results:
+      commit(results_dir, f'study: {cell.name} finished')
+  print('\n'.join(study_report.write_report(results_dir)))
+  if FLAGS.commit_results:
+    commit(results_dir, 'study: report')
 
 
 if __name__ == '__main__':

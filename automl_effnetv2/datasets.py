@@ -632,6 +632,26 @@ class FashionMNIST:
   )
 
 
+def _with_paper_range(cfg):
+  cfg = copy.deepcopy(cfg)
+  cfg.train.stages = 4
+  cfg.data.ibase = 16
+  return cfg
+
+
+@ds_register(name='fashion_mnist_paper_range')
+class FashionMNISTPaperRange(FashionMNIST):
+  """`fashion_mnist` with the paper's range of sizes, for the study.
+
+  Four stages at 28, 40, 52 and 64 px (ibase 16), so the first stage trains
+  at 0.44 of the final size, as the paper's 128 -> 300 px; RandAugment's
+  magnitude rises 5 -> 10 over the four stages as upstream schedules it.
+  Model, final and eval size, epochs and learning-rate schedule are the
+  default's.
+  """
+  cfg = _with_paper_range(FashionMNIST.cfg)
+
+
 def get_dataset_config(name: str, prefix='ds:') -> hparams.Config:
   """A training config by name (case-insensitive), with its dataset's facts."""
   cfg = copy.deepcopy(hparams.lookup(name, prefix).cfg)

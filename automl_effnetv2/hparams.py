@@ -352,6 +352,11 @@ base_config = Config(
         batch_size=8,
         isize=None,
         split=None,
+        # Port additions: evaluate during training every so many steps or
+        # epochs (0: off, as upstream's trainer does not evaluate while it
+        # trains), for time-to-accuracy curves in metrics.json.
+        every_steps=0,
+        every_epochs=0,
     ),
     data=dict(
         ds_name='imagenet',

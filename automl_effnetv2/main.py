@@ -10,7 +10,6 @@ The config is assembled in upstream's order: base, model (--model_name),
 dataset (--dataset_cfg), --hparam_str, --sweeps; it is saved as
 model_dir/config.yaml. Running the same command again resumes training.
 """
-import copy
 import os
 import signal
 import sys
@@ -25,11 +24,11 @@ from absl import flags
 from absl import logging
 
 from automl_effnetv2 import datasets
-from automl_effnetv2 import effnetv2_configs
 from automl_effnetv2 import hparams
 from automl_effnetv2 import local_data
 from automl_effnetv2 import progressive
 from automl_effnetv2 import train_lib
+from automl_effnetv2.run_config import build_config  # pylint: disable=unused-import
 
 MODES = ('train', 'eval', 'traineval')
 
@@ -67,23 +66,6 @@ flags.DEFINE_enum('ablation', None, progressive.ABLATIONS, 'Progressive '
                   'constant_weight_decay (train.weight_decay_inc = 0).')
 flags.DEFINE_enum('strategy', None, train_lib.STRATEGIES, 'tf.distribute '
                   'strategy (default: runtime.strategy of the config).')
-
-
-def build_config(model_name: str, dataset_cfg: str, hparam_str: str = '',
-                 sweeps: str = '', ablation=None) -> hparams.Config:
-  """Upstream's override order: base -> model -> dataset -> flags."""
-  config = copy.deepcopy(hparams.base_config)
-  config.override(effnetv2_configs.get_model_config(model_name))
-  # The dataset config also brings its dataset's facts (splits, tfds name),
-  # some of which are keys the base config does not have.
-  config.override(datasets.get_dataset_config(dataset_cfg),
-                  allow_new_keys=True)
-  config.override(hparam_str)
-  config.override(sweeps)
-  config.model.num_classes = config.data.num_classes
-  # --ablation wins over a train.ablation set in hparam_str / a YAML file.
-  progressive.ablate_config(config, ablation or config.train.ablation)
-  return config
 
 
 def run(mode: str, config: hparams.Config, model_dir: str,

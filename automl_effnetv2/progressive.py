@@ -81,6 +81,35 @@ def stage_schedule(config, total_steps: int, train_size: int) -> List[Stage]:
   return stages
 
 
+def eval_steps(every_steps: int, every_epochs: float, num_train_images: int,
+               batch_size: int, total_steps: int) -> List[int]:
+  """The global steps after which training pauses to evaluate.
+
+  `every_steps` or `every_epochs` (one of them, 0 for none) sets the
+  interval; epochs become steps as `train_steps` counts them. The last step
+  is left out: the run's final evaluation covers it.
+  """
+  if every_steps and every_epochs:
+    raise ValueError('eval.every_steps and eval.every_epochs are both set; '
+                     'set one of them (the other to 0)')
+  if every_steps < 0 or every_epochs < 0:
+    raise ValueError('eval.every_steps and eval.every_epochs must be >= 0')
+  if every_steps:
+    points = range(int(every_steps), total_steps, int(every_steps))
+  elif every_epochs:
+    points, k = [], 1
+    while True:
+      step = int(k * every_epochs * num_train_images) // batch_size
+      if step >= total_steps:
+        break
+      if step > 0 and (not points or step > points[-1]):
+        points.append(step)
+      k += 1
+  else:
+    points = []
+  return list(points)
+
+
 def stage_at_step(stages: List[Stage], step: int) -> Optional[Stage]:
   """The stage that trains step `step` (the first not yet finished), or None
   when training is complete."""

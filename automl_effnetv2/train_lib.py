@@ -155,6 +155,14 @@ class Trainer:
                                                    config.eval.isize)
     self.eval_size = int(config.eval.isize or self.train_size)
     self.stages = self.schedule()
+    try:
+      # Steps after which training pauses for an evaluation (eval.every_*).
+      self.eval_points = progressive.eval_steps(
+          int(config.eval.get('every_steps') or 0),
+          float(config.eval.get('every_epochs') or 0), self.num_train_images,
+          train.batch_size, self.total_steps)
+    except ValueError as e:
+      raise TrainingError(str(e)) from e
     self.policy = utils.precision_policy(
         config.runtime.mixed_precision, utils.detect_device_kind(self.strategy))
     keras.mixed_precision.set_global_policy(self.policy)
@@ -414,13 +422,23 @@ class Trainer:
     data.cutmix_alpha = stage.cutmix_alpha
     return data
 
-  def _stage_dataset(self, stage, data_config, start_step):
+  def stage_iterator(self, stage: progressive.Stage, start_step: int,
+                     data_config: Optional[hparams.Config] = None):
+    """Sets the stage's regularization; returns its training batches from
+    `start_step` on (the stream is a function of the step). `data_config`
+    replaces the stage's data settings (benchmarks of pipeline options)."""
+    stage_data = self.apply_stage(stage)
+    data_config = stage_data if data_config is None else data_config
     inp = datasets.build_dataset_input(
         True, stage.image_size, self.image_dtype, self.data_dir,
         self.train_split, data_config, seed=self.config.runtime.seed)
     dist = self.strategy.distribute_datasets_from_function(
         inp.distribute_dataset_fn(self.config.train.batch_size, start_step))
     return iter(dist)
+
+  def run_steps(self, iterator, num_steps: int):
+    """Runs `num_steps` compiled training steps on `iterator`'s batches."""
+    self._train_loop(iterator, tf.constant(num_steps, tf.int64))
 
   # -- the run ---------------------------------------------------------------
   def train(self, eval_every_stage: bool = False) -> Dict[str, object]:
@@ -430,26 +448,33 @@ class Trainer:
     step = self.restore()
     summary = self._summary_writer('train')
     history = self._read_metrics().get('evals', [])
+    evaluated = {record.get('global_step') for record in history}
     logging.info('training %d steps (%.2f epochs), %d stages; at step %d',
                  self.total_steps, self.config.train.epochs, len(self.stages),
                  step)
     with _graceful_interrupts(self):
+      # A run killed between a scheduled save and its evaluation evaluates
+      # first thing on resume.
+      if step in self.eval_points and step not in evaluated:
+        history.append(self._evaluate_and_record(
+            progressive.stage_at_step(self.stages, step - 1)))
+        evaluated.add(step)
       for stage in self.stages:
         if step >= stage.max_steps:
           continue
-        step = self._train_stage(stage, step, summary)
+        step = self._train_stage(stage, step, summary, evaluated, history)
         self.save()
-        if eval_every_stage:
+        if eval_every_stage and step not in evaluated:
           history.append(self._evaluate_and_record(stage))
+          evaluated.add(step)
     result = {'global_step': step, 'total_steps': self.total_steps}
     if history:
       result.update(history[-1])
     return result
 
-  def _train_stage(self, stage, step, summary) -> int:
+  def _train_stage(self, stage, step, summary, evaluated, history) -> int:
     config = self.config
-    data_config = self.apply_stage(stage)
-    iterator = self._stage_dataset(stage, data_config, step)
+    iterator = self.stage_iterator(stage, step)
     print(f'stage {stage.index + 1}/{len(self.stages)}: image size '
           f'{stage.image_size}, RandAugment magnitude {stage.ram:.2f}, mixup '
           f'{stage.mixup_alpha:.3f}, cutmix {stage.cutmix_alpha:.3f}, dropout '
@@ -458,14 +483,16 @@ class Trainer:
     save_every = max(1, int(config.runtime.save_checkpoints_steps))
     batch = config.train.batch_size
     stage_start, stage_start_step = time.time(), step
+    eval_points = [p for p in self.eval_points if step < p < stage.max_steps]
     while step < stage.max_steps:
-      next_stop = min(stage.max_steps, (step // log_every + 1) * log_every,
-                      (step // save_every + 1) * save_every)
+      next_stop = min([stage.max_steps, (step // log_every + 1) * log_every,
+                       (step // save_every + 1) * save_every] +
+                      [p for p in eval_points if p > step])
       for acc in (self.loss_sum, self.xent_sum, self.correct_sum,
                   self.example_count):
         acc.reset()
       started = time.time()
-      self._train_loop(iterator, tf.constant(next_stop - step, tf.int64))
+      self.run_steps(iterator, next_stop - step)
       elapsed = time.time() - started
       self.train_seconds.assign_add(elapsed)
       num_steps, step = next_stop - step, next_stop
@@ -504,7 +531,14 @@ class Trainer:
             f'{values["accuracy"]:.4f} lr {values["learning_rate"]:.5f} '
             f'{values["images_per_second"]:.1f} img/s ETA '
             f'{_format_duration(eta)}', flush=True)
-      if step % save_every == 0 and step < stage.max_steps:
+      if step in eval_points and step not in evaluated:
+        # Saved first: the best-checkpoint archive copies the latest one.
+        self.save()
+        history.append(self._evaluate_and_record(stage))
+        evaluated.add(step)
+        # Evaluation time is not training time: restart the ETA clock.
+        stage_start, stage_start_step = time.time(), step
+      elif step % save_every == 0 and step < stage.max_steps:
         self.save()
     summary.flush()
     return step
@@ -517,6 +551,7 @@ class Trainer:
       metrics['stage'] = stage.index + 1
     seconds = float(self.train_seconds.numpy())
     metrics['total_steps'] = self.total_steps
+    metrics['epoch'] = metrics['global_step'] / self.steps_per_epoch
     metrics['train_seconds'] = seconds
     metrics['train_images_per_second'] = (
         metrics['global_step'] * self.config.train.batch_size / seconds

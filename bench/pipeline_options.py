@@ -59,14 +59,13 @@ def main():
       config, tempfile.mkdtemp(),
       strategy=tf.distribute.OneDeviceStrategy('/cpu:0'))
   stage = trainer.stages[0]
-  steps = tf.constant(args.steps_per_call, tf.int64)
   iterators = {}
   for name in variants:
     data = trainer.apply_stage(stage)
     data.parallel_calls = parse_variant(name)
-    iterators[name] = trainer._stage_dataset(stage, data, 0)  # pylint: disable=protected-access
+    iterators[name] = trainer.stage_iterator(stage, 0, data)
     for _ in range(2):  # Warm-up: traces, fills caches and buffers.
-      trainer._train_loop(iterators[name], steps)  # pylint: disable=protected-access
+      trainer.run_steps(iterators[name], args.steps_per_call)
       float(trainer.loss_sum.result())
 
   step_times = {name: [] for name in variants}
@@ -75,7 +74,7 @@ def main():
     for name in variants:
       for _ in range(args.calls):
         start = time.perf_counter()
-        trainer._train_loop(iterators[name], steps)  # pylint: disable=protected-access
+        trainer.run_steps(iterators[name], args.steps_per_call)
         float(trainer.loss_sum.result())  # Wait for the device.
         seconds = time.perf_counter() - start
         wall[name] += seconds

@@ -68,13 +68,13 @@ class Ours:
     dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
     self.iterator = iter(
         self.trainer.strategy.experimental_distribute_dataset(dataset))
-    self.steps = tf.constant(steps_per_call, tf.int64)
+    self.steps = steps_per_call
     self.step_times = []
     self._call()  # Trace and warm up.
 
   def _call(self):
     start = time.perf_counter()
-    self.trainer._train_loop(self.iterator, self.steps)  # pylint: disable=protected-access
+    self.trainer.run_steps(self.iterator, self.steps)
     float(self.trainer.loss_sum.result())  # Wait for the device.
     return (time.perf_counter() - start) / int(self.steps)
 

@@ -1,0 +1,383 @@
+"""The study's report, rebuilt from the small files each finished run left.
+
+Input (a results folder, small enough to commit):
+  plan.json                 the grid: cells in run order, shared runs, command
+  step_times.json           seconds per training step at each image size
+  runs/<cfg>/<mode>/seed_k/ metrics.json and config.yaml of each finished run
+Output, in the same folder:
+  results.csv   one row per cell and seed (final top-1, times, images/s)
+  curves.csv    one row per evaluation (step, epoch, both times, top-1)
+  results.md    the tables, computed from the two CSV files alone
+  results.png   mean eval top-1 against training time, one panel per config
+
+Times: `train_seconds` is what the run measured inside its training loops
+(evaluation excluded). The normalized time of a run is the steps it trained
+at each image size times the step time at that size from one paired
+benchmark, so a machine busy with something else cannot fake a speedup.
+"""
+import csv
+import json
+import math
+import os
+import statistics
+from typing import Dict, List, Optional, Sequence
+
+from automl_effnetv2 import hparams
+from automl_effnetv2 import progressive
+from automl_effnetv2 import study_stats
+
+RUN_FILES = ('metrics.json', 'config.yaml')
+STEP_TIMES = 'step_times.json'
+PLAN = 'plan.json'
+BASELINE = 'no_progressive'
+# Measured and normalized speedups further apart than this are flagged.
+DISAGREEMENT = 0.10
+
+RESULT_FIELDS = ('config', 'mode', 'seed', 'run', 'top1', 'top5',
+                 'global_step', 'total_steps', 'epochs', 'train_seconds',
+                 'normalized_seconds', 'images_per_second')
+CURVE_FIELDS = ('config', 'mode', 'seed', 'global_step', 'epoch',
+                'train_seconds', 'normalized_seconds', 'top1')
+
+
+def read_json(path) -> Dict:
+  if not os.path.exists(path):
+    return {}
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def is_finished(run_folder) -> bool:
+  final = read_json(os.path.join(run_folder, 'metrics.json')).get('final', {})
+  return bool(final) and final.get('global_step') == final.get('total_steps')
+
+
+def save_plan(results_dir, cells, owner, argv: Sequence[str]):
+  plan = {
+      'command': ' '.join(['python -m automl_effnetv2.ablation'] +
+                          list(argv)),
+      'cells': [dict(config=c.dataset_cfg, mode=c.mode, seed=c.seed,
+                     run=owner[c].name) for c in cells],
+  }
+  tmp = os.path.join(results_dir, PLAN + '.tmp')
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(plan, f, indent=2)
+  os.replace(tmp, os.path.join(results_dir, PLAN))
+
+
+# -- normalized time ----------------------------------------------------------
+def run_stages(config: hparams.Config, total_steps: int):
+  size = progressive.train_image_size(config.train.isize, config.eval.isize)
+  return progressive.apply_ablation(
+      progressive.stage_schedule(config, total_steps, size),
+      config.train.ablation)
+
+
+def normalized_seconds(stages, step: int,
+                       seconds_per_step: Dict[str, float]) -> float:
+  """Benchmark seconds for steps 0..step under a run's stages."""
+  total, start = 0.0, 0
+  for stage in stages:
+    steps = max(0, min(step, stage.max_steps) - start)
+    if steps:
+      size = str(stage.image_size)
+      if size not in seconds_per_step:
+        raise ValueError(f'no step time for {size} px in {STEP_TIMES}; '
+                         'delete it to measure again')
+      total += steps * seconds_per_step[size]
+    start = stage.max_steps
+  return total
+
+
+# -- CSV files ------------------------------------------------------------------
+def collect(results_dir):
+  """Rows of results.csv and curves.csv from the finished runs' files."""
+  plan = read_json(os.path.join(results_dir, PLAN))
+  step_times = read_json(os.path.join(results_dir, STEP_TIMES)).get(
+      'seconds_per_step')
+  rows, curves = [], []
+  for cell in plan.get('cells', []):
+    folder = os.path.join(results_dir, 'runs', cell['run'])
+    if not is_finished(folder):
+      continue
+    metrics = read_json(os.path.join(folder, 'metrics.json'))
+    config = hparams.Config(hparams.load_yaml(
+        os.path.join(folder, 'config.yaml')))
+    final = metrics['final']
+    stages = run_stages(config, final['total_steps'])
+
+    def normalized(step, stages=stages):
+      if not step_times:
+        return None
+      return normalized_seconds(stages, step, step_times)
+
+    key = dict(config=cell['config'], mode=cell['mode'], seed=cell['seed'])
+    rows.append(dict(
+        key, run=cell['run'], top1=final['eval/acc_top1'],
+        top5=final['eval/acc_top5'], global_step=final['global_step'],
+        total_steps=final['total_steps'], epochs=config.train.epochs,
+        train_seconds=final['train_seconds'],
+        normalized_seconds=normalized(final['global_step']),
+        images_per_second=final.get('train_images_per_second')))
+    steps_per_epoch = final['total_steps'] / config.train.epochs
+    for record in metrics.get('evals', []):
+      curves.append(dict(
+          key, global_step=record['global_step'],
+          epoch=record['global_step'] / steps_per_epoch,
+          train_seconds=record['train_seconds'],
+          normalized_seconds=normalized(record['global_step']),
+          top1=record['eval/acc_top1']))
+  return rows, curves
+
+
+def write_csv(path, fields, rows):
+  with open(path, 'w', newline='', encoding='utf-8') as f:
+    writer = csv.DictWriter(f, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def read_csv(path) -> List[Dict]:
+  numeric = ('seed', 'top1', 'top5', 'global_step', 'total_steps', 'epochs',
+             'train_seconds', 'normalized_seconds', 'images_per_second',
+             'epoch')
+  with open(path, newline='', encoding='utf-8') as f:
+    rows = list(csv.DictReader(f))
+  for row in rows:
+    for name in numeric:
+      if name in row:
+        row[name] = float(row[name]) if row[name] not in ('', None) else None
+    if 'seed' in row:
+      row['seed'] = int(row['seed'])
+  return rows
+
+
+# -- statistics per config ----------------------------------------------------
+def _by(rows, config, mode):
+  return sorted((r for r in rows if r['config'] == config
+                 and r['mode'] == mode), key=lambda r: r['seed'])
+
+
+def _curve(curve_rows, config, mode, seed, time_key):
+  return sorted((r[time_key], r['top1']) for r in curve_rows
+                if r['config'] == config and r['mode'] == mode
+                and r['seed'] == seed and r[time_key] is not None)
+
+
+def cell_summary(runs) -> Dict[str, Optional[float]]:
+  top1 = [100 * r['top1'] for r in runs]
+  mean, std, low, high = study_stats.mean_ci(top1)
+  normalized = [r['normalized_seconds'] for r in runs]
+  return dict(
+      runs=len(runs), top1=mean, std=std, ci_low=low, ci_high=high,
+      minutes=statistics.mean(r['train_seconds'] for r in runs) / 60,
+      normalized_minutes=(statistics.mean(normalized) / 60
+                          if None not in normalized else None),
+      images_per_second=statistics.mean(r['images_per_second'] or 0
+                                        for r in runs))
+
+
+def compare_to_baseline(rows, curve_rows, config, modes, resamples=4000):
+  """Per mode: speedups over `no_progressive` and the top-1 difference.
+
+  Speedup at equal epochs: mean baseline time / mean mode time. Time to
+  target: the target is the lowest final mean top-1 among the config's
+  modes; each mode's mean curve (over seeds) is read at that accuracy by
+  linear interpolation. Intervals: percentile bootstrap over seeds, the same
+  seeds drawn for every mode (seed k of every mode ran in one time slot).
+  The top-1 difference has a paired t interval.
+  """
+  seeds = sorted(set.intersection(*[{r['seed'] for r in _by(rows, config, m)}
+                                    for m in modes]))
+  if BASELINE not in modes or len(seeds) == 0:
+    return {}
+  finals = {m: {r['seed']: r for r in _by(rows, config, m)} for m in modes}
+
+  def target(draw):
+    return min(statistics.mean(finals[m][seeds[i]]['top1'] for i in draw)
+               for m in modes)
+
+  def equal_epochs(mode, key):
+    def statistic(draw):
+      base = statistics.mean(finals[BASELINE][seeds[i]][key] for i in draw)
+      ours = statistics.mean(finals[mode][seeds[i]][key] for i in draw)
+      return base / ours if ours else None
+    return statistic
+
+  def to_target(mode, key):
+    def statistic(draw):
+      goal = target(draw)
+      times = []
+      for m in (BASELINE, mode):
+        curve = study_stats.mean_curve(
+            [_curve(curve_rows, config, m, seeds[i], key) for i in draw])
+        times.append(study_stats.time_to_target(curve, goal))
+      if None in times or not times[1]:
+        return None
+      return times[0] / times[1]
+    return statistic
+
+  everything = list(range(len(seeds)))
+  out = {}
+  for mode in modes:
+    if mode == BASELINE:
+      continue
+    entry = {}
+    for name, make in (('epochs', equal_epochs), ('target', to_target)):
+      for time_key, label in (('train_seconds', 'measured'),
+                              ('normalized_seconds', 'normalized')):
+        if any(finals[m][s][time_key] is None for m in (BASELINE, mode)
+               for s in seeds):
+          continue
+        statistic = make(mode, time_key)
+        entry[f'{name}_{label}'] = statistic(everything)
+        entry[f'{name}_{label}_ci'] = study_stats.bootstrap_ci(
+            statistic, len(seeds), resamples=resamples)
+    diff, low, high = study_stats.paired_difference_ci(
+        [100 * finals[mode][s]['top1'] for s in seeds],
+        [100 * finals[BASELINE][s]['top1'] for s in seeds])
+    entry.update(top1_diff=diff, top1_diff_ci=(low, high), seeds=len(seeds))
+    for name in ('epochs', 'target'):
+      measured = entry.get(f'{name}_measured')
+      normalized = entry.get(f'{name}_normalized')
+      entry[f'{name}_flag'] = bool(
+          measured and normalized and
+          abs(measured / normalized - 1.0) > DISAGREEMENT)
+    out[mode] = entry
+  out['_target'] = 100 * target(everything)
+  return out
+
+
+# -- Markdown and plot --------------------------------------------------------
+def _num(value, digits=2, suffix=''):
+  if value is None or (isinstance(value, float) and math.isnan(value)):
+    return '–'
+  return f'{value:.{digits}f}{suffix}'
+
+
+def _interval(pair, digits=2):
+  low, high = pair if pair else (None, None)
+  if low is None or high is None:
+    return '–'
+  return f'[{low:.{digits}f}, {high:.{digits}f}]'
+
+
+def _ordered(values):
+  seen = []
+  for value in values:
+    if value not in seen:
+      seen.append(value)
+  return seen
+
+
+def tables(results_dir, rows, curve_rows) -> List[str]:
+  plan = read_json(os.path.join(results_dir, PLAN))
+  cells = plan.get('cells', [])
+  lines = [f"Command: `{plan.get('command', '')}`", '']
+  shared = [c for c in cells if c['run'] != f"{c['config']}/{c['mode']}/"
+            f"seed_{c['seed']}"]
+  if shared:
+    pairs = _ordered(f"{c['config']}/{c['mode']} is the same run as "
+                     f"{c['run'].rsplit('/', 1)[0]}" for c in shared)
+    lines += ['Shared runs: ' + '; '.join(pairs) + '.', '']
+  for config in _ordered(c['config'] for c in cells):
+    modes = _ordered(c['mode'] for c in cells if c['config'] == config)
+    planned = len({c['seed'] for c in cells if c['config'] == config})
+    lines += [f'### {config}', '',
+              '| mode | runs | final top-1 (mean ± std) | 95 % CI (t) | '
+              'training time (measured) | normalized time | images/s |',
+              '|---|---|---|---|---|---|---|']
+    for mode in modes:
+      runs = _by(rows, config, mode)
+      if not runs:
+        lines.append(f'| {mode} | 0 of {planned} | – | – | – | – | – |')
+        continue
+      s = cell_summary(runs)
+      lines.append(
+          f"| {mode} | {s['runs']} of {planned} | {s['top1']:.2f} ± "
+          f"{s['std']:.2f} % | {_interval((s['ci_low'], s['ci_high']))} | "
+          f"{s['minutes']:.1f} min | {_num(s['normalized_minutes'], 1, ' min')}"
+          f" | {s['images_per_second']:.0f} |")
+    comparison = compare_to_baseline(rows, curve_rows, config, modes)
+    if len(comparison) > 1:
+      lines += ['', f"Against `{BASELINE}` (target top-1 for time to "
+                f"accuracy: {comparison['_target']:.2f} %, the lowest final "
+                'mean of these modes; 95 % intervals: bootstrap over seeds '
+                'for speedups, paired t for the top-1 difference):', '',
+                '| mode | seeds | speedup, equal epochs: measured | '
+                'normalized | speedup to target: measured | normalized | '
+                'top-1 difference (points) |',
+                '|---|---|---|---|---|---|---|']
+      for mode in modes:
+        entry = comparison.get(mode)
+        if not entry:
+          continue
+        cols = []
+        for name in ('epochs', 'target'):
+          for label in ('measured', 'normalized'):
+            value = entry.get(f'{name}_{label}')
+            text = (f"{_num(value, 2, 'x')} "
+                    f"{_interval(entry.get(f'{name}_{label}_ci'))}")
+            if label == 'normalized' and entry[f'{name}_flag']:
+              text += ' (differs from measured by > 10 %)'
+            cols.append(text)
+        lines.append(
+            f"| {mode} | {entry['seeds']} | {' | '.join(cols)} | "
+            f"{entry['top1_diff']:+.2f} {_interval(entry['top1_diff_ci'])} |")
+    lines.append('')
+  return lines
+
+
+def plot(results_dir, curve_rows, path):
+  """Mean eval top-1 against measured training time, a ±1 std band."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  plan = read_json(os.path.join(results_dir, PLAN))
+  configs = _ordered(c['config'] for c in plan.get('cells', []))
+  fig, axes = plt.subplots(1, max(len(configs), 1), sharey=True,
+                           figsize=(5.5 * max(len(configs), 1), 4),
+                           squeeze=False)
+  for ax, config in zip(axes[0], configs):
+    for mode in _ordered(c['mode'] for c in plan['cells']
+                         if c['config'] == config):
+      seeds = sorted({r['seed'] for r in curve_rows
+                      if r['config'] == config and r['mode'] == mode})
+      curves = [_curve(curve_rows, config, mode, s, 'train_seconds')
+                for s in seeds]
+      curves = [c for c in curves if c]
+      if not curves:
+        continue
+      length = min(len(c) for c in curves)
+      times = np.array([[p[0] for p in c[:length]] for c in curves]) / 60
+      top1 = np.array([[p[1] for p in c[:length]] for c in curves]) * 100
+      mean, std = top1.mean(0), top1.std(0, ddof=1 if len(curves) > 1 else 0)
+      line, = ax.plot(times.mean(0), mean,
+                      label=f'{mode} ({len(curves)} seed'
+                      f"{'s' if len(curves) != 1 else ''})")
+      ax.fill_between(times.mean(0), mean - std, mean + std, alpha=0.2,
+                      color=line.get_color())
+    ax.set_title(config)
+    ax.set_xlabel('training time (min, measured)')
+    ax.grid(alpha=0.3)
+    ax.legend(loc='lower right')
+  axes[0][0].set_ylabel('eval top-1 (%), mean ± 1 std over seeds')
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def write_report(results_dir) -> List[str]:
+  """Writes the CSV files, then the tables and plot from the CSV files."""
+  rows, curves = collect(results_dir)
+  write_csv(os.path.join(results_dir, 'results.csv'), RESULT_FIELDS, rows)
+  write_csv(os.path.join(results_dir, 'curves.csv'), CURVE_FIELDS, curves)
+  rows = read_csv(os.path.join(results_dir, 'results.csv'))
+  curves = read_csv(os.path.join(results_dir, 'curves.csv'))
+  lines = tables(results_dir, rows, curves)
+  with open(os.path.join(results_dir, 'results.md'), 'w',
+            encoding='utf-8') as f:
+    f.write('\n'.join(lines) + '\n')
+  plot(results_dir, curves, os.path.join(results_dir, 'results.png'))
+  return lines
