@@ -1,10 +1,6 @@
-"""Ablation modes change exactly the knobs they name; the study runner."""
+"""Ablation modes change exactly the knobs they name."""
 import copy
-import csv
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +11,6 @@ from automl_effnetv2 import hparams
 from automl_effnetv2 import main
 from automl_effnetv2 import progressive
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _stages(mode, inc=0.5):
@@ -108,28 +103,3 @@ def test_a_run_trains_and_records_its_mode(tiny_config, tmp_path):
   metrics = json.loads((tmp_path / 'metrics.json').read_text())
   assert metrics['ablation'] == 'no_progressive'
   assert [e['stage'] for e in metrics['evals']] == [1, 2]
-
-
-def test_study_runner_writes_table_plot_and_skips_finished_runs(
-    fashion_mnist_tfds_dir, tmp_path):
-  from conftest import TINY_HPARAMS  # pylint: disable=g-import-not-at-top
-  hparams_str = (TINY_HPARAMS + f',data.tfds_data_dir={fashion_mnist_tfds_dir}'
-                 ',train.epochs=0.004')
-  command = [sys.executable, '-m', 'automl_effnetv2.ablation',
-             '--dataset_cfg=FashionMNISTFt', '--modes=none,no_progressive',
-             '--seeds=1', f'--output_dir={tmp_path}',
-             f'--hparam_str={hparams_str}']
-  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
-  first = subprocess.run(command, env=env, cwd=REPO, capture_output=True,
-                         text=True, check=True)
-  assert 'training in' in first.stdout
-  with open(tmp_path / 'results.csv', encoding='utf-8') as f:
-    rows = list(csv.DictReader(f))
-  assert [r['mode'] for r in rows] == ['none', 'no_progressive']
-  assert all(r['finished'] == 'True' for r in rows)
-  table = (tmp_path / 'results.md').read_text()
-  assert '| none | 1 |' in table and '| no_progressive | 1 |' in table
-  assert (tmp_path / 'results.png').stat().st_size > 1000
-  again = subprocess.run(command, env=env, cwd=REPO, capture_output=True,
-                         text=True, check=True)
-  assert again.stdout.count('finished, skipped') == 2

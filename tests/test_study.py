@@ -1,0 +1,289 @@
+"""The progressive-learning study: statistics, curves, grid, report, runner."""
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from automl_effnetv2 import ablation
+from automl_effnetv2 import progressive
+from automl_effnetv2 import run_config
+from automl_effnetv2 import study_report
+from automl_effnetv2 import study_stats
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# -- statistics against closed forms and hand computation ---------------------
+def _t975_two_df():
+  # Student's t with 2 degrees of freedom: t_p = (2p - 1) / sqrt(2p(1 - p)).
+  p = 0.975
+  return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+
+
+def test_t_quantiles_match_closed_forms():
+  # One degree of freedom is the Cauchy distribution: t_p = tan(pi (p - 1/2)).
+  assert study_stats.t_quantile(0.975, 1) == pytest.approx(
+      math.tan(math.pi * 0.475), rel=1e-9)
+  assert study_stats.t_quantile(0.975, 2) == pytest.approx(_t975_two_df(),
+                                                            rel=1e-9)
+  assert study_stats.t_quantile(0.025, 2) == pytest.approx(-_t975_two_df(),
+                                                            rel=1e-9)
+  # Many degrees of freedom approach the normal quantile 1.95996...
+  normal = math.sqrt(2) * _erfinv(0.95)
+  assert study_stats.t_quantile(0.975, 1e6) == pytest.approx(normal, rel=1e-4)
+
+
+def _erfinv(y):
+  low, high = 0.0, 5.0
+  for _ in range(100):
+    mid = (low + high) / 2
+    low, high = (mid, high) if math.erf(mid) < y else (low, mid)
+  return low
+
+
+def test_mean_ci_of_three_values_by_hand():
+  mean, std, low, high = study_stats.mean_ci([91.0, 92.0, 93.0])
+  # std = 1; half width = t(0.975, 2) * 1 / sqrt(3).
+  half = _t975_two_df() / math.sqrt(3)
+  assert (mean, std) == (92.0, 1.0)
+  assert (low, high) == pytest.approx((92.0 - half, 92.0 + half))
+  assert study_stats.mean_ci([92.5]) == (92.5, 0.0, None, None)
+
+
+def test_paired_difference_by_hand():
+  # Differences 1, 2, 3: mean 2, std 1, as above.
+  diff, low, high = study_stats.paired_difference_ci([11, 22, 33],
+                                                     [10, 20, 30])
+  half = _t975_two_df() / math.sqrt(3)
+  assert diff == 2.0
+  assert (low, high) == pytest.approx((2.0 - half, 2.0 + half))
+  with pytest.raises(ValueError, match='unpaired'):
+    study_stats.paired_difference_ci([1, 2], [1])
+
+
+def test_time_to_target_interpolates_inside_the_crossing_segment():
+  curve = [(10.0, 0.50), (20.0, 0.80), (30.0, 0.90)]
+  assert study_stats.time_to_target(curve, 0.70) == pytest.approx(
+      10 + 10 * (0.2 / 0.3))
+  assert study_stats.time_to_target(curve, 0.90) == 30.0
+  assert study_stats.time_to_target(curve, 0.95) is None
+  # Before the first point the curve starts from (0, 0).
+  assert study_stats.time_to_target(curve, 0.25) == pytest.approx(5.0)
+  # The first crossing counts, not a later one after a dip.
+  dip = [(10.0, 0.60), (20.0, 0.40), (30.0, 0.70)]
+  assert study_stats.time_to_target(dip, 0.55) == pytest.approx(
+      10 * 0.55 / 0.60)
+
+
+def test_bootstrap_interval_brackets_resampled_means():
+  values = [1.0, 2.0, 3.0, 10.0]
+
+  def mean_of(draw):
+    return sum(values[i] for i in draw) / len(draw)
+
+  low, high = study_stats.bootstrap_ci(mean_of, len(values), resamples=2000)
+  assert 1.0 <= low < sum(values) / 4 < high <= 10.0
+  # Same seed, same interval; a constant statistic has a zero-width one.
+  assert study_stats.bootstrap_ci(mean_of, 4, resamples=2000) == (low, high)
+  assert study_stats.bootstrap_ci(lambda d: 2.5, 3) == (2.5, 2.5)
+  assert study_stats.bootstrap_ci(mean_of, 1) == (None, None)
+
+
+# -- the grid ---------------------------------------------------------------
+def test_grid_runs_seed_major():
+  cells = ablation.grid_order(['a', 'b'], ['none', 'no_progressive'], 2)
+  assert [(c.seed, c.dataset_cfg, c.mode) for c in cells] == [
+      (0, 'a', 'none'), (0, 'a', 'no_progressive'),
+      (0, 'b', 'none'), (0, 'b', 'no_progressive'),
+      (1, 'a', 'none'), (1, 'a', 'no_progressive'),
+      (1, 'b', 'none'), (1, 'b', 'no_progressive')]
+
+
+def test_paper_range_config_has_four_stages_from_044_of_the_final_size():
+  config = run_config.build_config('efficientnetv2-b0',
+                                   'fashion_mnist_paper_range')
+  default = run_config.build_config('efficientnetv2-b0', 'fashion_mnist')
+  stages = progressive.stage_schedule(config, 1000, 64)
+  sizes = [s.image_size for s in stages]
+  assert len(stages) == 4 and sizes[-1] == 64
+  assert 0.4 <= sizes[0] / sizes[-1] <= 0.5
+  assert sizes == sorted(sizes)
+  rams = [s.ram for s in stages]
+  assert rams[0] == 5 and rams[-1] == default.data.ram and rams == sorted(rams)
+  for key in ('train.epochs', 'train.lr_sched', 'train.isize', 'eval.isize',
+              'model.model_name', 'train.batch_size'):
+    section, name = key.split('.')
+    assert config[section][name] == default[section][name], key
+
+
+def test_only_equivalent_runs_are_shared():
+  cells = ablation.grid_order(['fashion_mnist', 'fashion_mnist_paper_range'],
+                              ['none', 'no_progressive'], 2)
+
+  def build(cell):
+    return run_config.build_config(
+        'efficientnetv2-b0', cell.dataset_cfg,
+        ablation.run_overrides(cell.seed, 12, 1, ''), ablation=cell.mode)
+
+  owner = ablation.shared_runs(cells, build)
+  shared = {(c.dataset_cfg, c.mode, c.seed): owner[c].dataset_cfg
+            for c in cells if owner[c] != c}
+  # The two no_progressive runs train at 64 px and magnitude 10 throughout.
+  assert shared == {('fashion_mnist_paper_range', 'no_progressive', 0):
+                    'fashion_mnist',
+                    ('fashion_mnist_paper_range', 'no_progressive', 1):
+                    'fashion_mnist'}
+  assert all(owner[c].seed == c.seed for c in cells)
+
+
+def test_eval_steps_every_n_steps_or_epochs():
+  assert progressive.eval_steps(4, 0, 60000, 128, 15) == [4, 8, 12]
+  # 0.5 epoch of 60,000 images at batch 128 is 234 steps (floor, as train
+  # steps are counted); the last step is left to the final evaluation.
+  assert progressive.eval_steps(0, 0.5, 60000, 128, 937) == [234, 468, 703]
+  assert progressive.eval_steps(0, 0, 60000, 128, 937) == []
+  with pytest.raises(ValueError, match='both set'):
+    progressive.eval_steps(4, 1, 60000, 128, 937)
+
+
+def test_normalized_time_sums_steps_times_step_time_per_size():
+  stages = [progressive.Stage(0, 10, 28, 5, 0, 0, 0),
+            progressive.Stage(1, 30, 64, 10, 0, 0, 0)]
+  times = {'28': 0.1, '64': 0.5}
+  assert study_report.normalized_seconds(stages, 30, times) == pytest.approx(
+      10 * 0.1 + 20 * 0.5)
+  assert study_report.normalized_seconds(stages, 15, times) == pytest.approx(
+      10 * 0.1 + 5 * 0.5)
+  with pytest.raises(ValueError, match='no step time for 64'):
+    study_report.normalized_seconds(stages, 30, {'28': 0.1})
+
+
+# -- the report from hand-made result files -----------------------------------
+def _fake_run(folder, config, mode, seed, curve, total_steps=100):
+  """A finished run's metrics.json and config.yaml, from (step, s, top1)."""
+  os.makedirs(folder)
+  built = run_config.build_config(
+      'efficientnetv2-b0', config,
+      f'runtime.seed={seed},train.epochs=2,eval.every_epochs=1', ablation=mode)
+  built.save_to_yaml(os.path.join(folder, 'config.yaml'))
+  evals = [{'global_step': step, 'train_seconds': seconds,
+            'eval/acc_top1': top1, 'eval/acc_top5': 1.0,
+            'total_steps': total_steps,
+            'train_images_per_second': step * 128 / seconds}
+           for step, seconds, top1 in curve]
+  with open(os.path.join(folder, 'metrics.json'), 'w', encoding='utf-8') as f:
+    json.dump({'evals': evals, 'final': evals[-1]}, f)
+
+
+def test_report_speedups_and_differences_by_hand(tmp_path):
+  results = str(tmp_path)
+  cells = ablation.grid_order(['fashion_mnist'], ['none', 'no_progressive'],
+                              2)
+  study_report.save_plan(results, cells, {c: c for c in cells}, ['--x'])
+  with open(tmp_path / study_report.STEP_TIMES, 'w', encoding='utf-8') as f:
+    json.dump({'seconds_per_step': {'48': 0.5, '56': 0.75, '64': 1.0}}, f)
+  # Steps: 2 epochs of 60,000 at batch 128 = 937; the curves are hand-made.
+  total = 937
+  curves = {
+      ('none', 0): [(468, 40.0, 0.80), (total, 80.0, 0.90)],
+      ('none', 1): [(468, 60.0, 0.82), (total, 120.0, 0.92)],
+      ('no_progressive', 0): [(468, 100.0, 0.70), (total, 200.0, 0.90)],
+      ('no_progressive', 1): [(468, 100.0, 0.72), (total, 200.0, 0.94)],
+  }
+  for (mode, seed), curve in curves.items():
+    _fake_run(str(tmp_path / 'runs' / 'fashion_mnist' / mode / f'seed_{seed}'),
+              'fashion_mnist', mode, seed, curve, total)
+  lines = study_report.write_report(results)
+  with open(tmp_path / 'results.csv', encoding='utf-8') as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 4
+  rows = study_report.read_csv(tmp_path / 'results.csv')
+  curve_rows = study_report.read_csv(tmp_path / 'curves.csv')
+  result = study_report.compare_to_baseline(
+      rows, curve_rows, 'fashion_mnist', ['none', 'no_progressive'])
+  # Equal epochs: baseline 200 s on average, none 100 s: 2x.
+  assert result['none']['epochs_measured'] == pytest.approx(2.0)
+  # Target = lowest final mean = none's 0.91 (baseline ends at 0.92).
+  assert result['_target'] == pytest.approx(91.0)
+  # none's mean curve (50 s, 0.81), (100 s, 0.91): reaches 0.91 at 100 s.
+  # Baseline's (100 s, 0.71), (200 s, 0.92): at 100 + 100 * 0.20 / 0.21 s.
+  baseline_time = 100 + 100 * 0.20 / 0.21
+  assert result['none']['target_measured'] == pytest.approx(
+      baseline_time / 100.0)
+  # Normalized: 'none' runs 312 steps at 48, 312 at 56, 313 at 64 px.
+  stages = progressive.stage_schedule(
+      run_config.build_config('efficientnetv2-b0', 'fashion_mnist'), total,
+      64)
+  ends = [s.max_steps for s in stages]
+  none_seconds = (ends[0] * 0.5 + (ends[1] - ends[0]) * 0.75 +
+                  (ends[2] - ends[1]) * 1.0)
+  assert result['none']['epochs_normalized'] == pytest.approx(
+      total * 1.0 / none_seconds)
+  # top-1 difference: (0.90 - 0.90, 0.92 - 0.94) -> mean -1 point.
+  assert result['none']['top1_diff'] == pytest.approx(-1.0)
+  low, high = result['none']['top1_diff_ci']
+  assert low < -1.0 < high
+  assert result['none']['epochs_flag']  # 2x measured vs ~1.3x normalized.
+  assert any('| none | 2 of 2 | 91.00 ± 1.41 %' in line for line in lines)
+  assert (tmp_path / 'results.png').stat().st_size > 1000
+
+
+# -- the runner on tiny real runs ---------------------------------------------
+def test_runner_shares_skips_and_rebuilds_from_results_alone(
+    fashion_mnist_tfds_dir, tmp_path):
+  from conftest import TINY_HPARAMS  # pylint: disable=g-import-not-at-top
+  # The configs' own stage counts and base sizes stay, so that their
+  # no_progressive runs are the same run.
+  tiny = ','.join(h for h in TINY_HPARAMS.split(',')
+                  if not h.startswith(('train.stages=', 'data.ibase=')))
+  runs, results = tmp_path / 'runs', tmp_path / 'results'
+  command = [sys.executable, '-m', 'automl_effnetv2.ablation',
+             '--dataset_cfg=fashion_mnist,fashion_mnist_paper_range',
+             '--modes=none,no_progressive', '--seeds=1', '--nostep_times',
+             '--eval_every_epochs=0.002', f'--output_dir={runs}',
+             f'--results_dir={results}',
+             f'--hparam_str={tiny},data.tfds_data_dir={fashion_mnist_tfds_dir}']
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
+  first = subprocess.run(command, env=env, cwd=REPO, capture_output=True,
+                         text=True, check=True)
+  assert first.stdout.count('training in') == 3, first.stdout
+  assert ('fashion_mnist_paper_range/no_progressive/seed_0: the same run as '
+          'fashion_mnist/no_progressive/seed_0') in first.stdout
+  kept = results / 'runs' / 'fashion_mnist' / 'none' / 'seed_0'
+  assert sorted(os.listdir(kept)) == ['config.yaml', 'metrics.json']
+  evals = json.loads((kept / 'metrics.json').read_text())['evals']
+  # Every 0.002 epoch = 7 steps, plus the ends of the three stages.
+  assert [e['global_step'] for e in evals] == [5, 7, 10, 15]
+  seconds = [e['train_seconds'] for e in evals]
+  assert seconds == sorted(seconds)
+  saved = yaml.safe_load((kept / 'config.yaml').read_text())
+  assert saved['eval']['every_epochs'] == 0.002
+  rows = study_report.read_csv(results / 'results.csv')
+  assert sorted((r['config'], r['mode']) for r in rows) == [
+      ('fashion_mnist', 'no_progressive'), ('fashion_mnist', 'none'),
+      ('fashion_mnist_paper_range', 'no_progressive'),
+      ('fashion_mnist_paper_range', 'none')]
+  report = (results / 'results.md').read_text()
+  # On another machine only the results folder is there: nothing reruns.
+  shutil.rmtree(runs)
+  again = subprocess.run(command, env=env, cwd=REPO, capture_output=True,
+                         text=True, check=True)
+  assert again.stdout.count('finished, skipped') == 3
+  assert 'training in' not in again.stdout
+  assert (results / 'results.md').read_text() == report
+
+
+def test_step_time_benchmark_runs_every_size(tiny_config):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from automl_effnetv2 import step_times  # pylint: disable=g-import-not-at-top
+  del tf
+  result = step_times.measure(tiny_config(), [16, 24], steps=2, rounds=2,
+                              warmup_calls=1)
+  assert sorted(result['seconds_per_step']) == ['16', '24']
+  assert all(len(v) == 2 for v in result['samples'].values())
