@@ -30,11 +30,16 @@ from automl_effnetv2 import labels
 from automl_effnetv2 import train_lib
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('model_dir', None, 'A training run folder (config.yaml '
-                    'and checkpoints).')
-flags.DEFINE_string('saved_model', None, 'A SavedModel written by main.py '
-                    '--mode=export (model_dir/export/saved_model).')
-flags.DEFINE_integer('top', 5, 'How many classes to print per image.')
+
+
+def define_flags():
+  # Defined only when run as a program: main.py, imported next to this
+  # module (tests, notebooks), has its own --model_dir.
+  flags.DEFINE_string('model_dir', None, 'A training run folder '
+                      '(config.yaml and checkpoints).')
+  flags.DEFINE_string('saved_model', None, 'A SavedModel written by main.py '
+                      '--mode=export (model_dir/export/saved_model).')
+  flags.DEFINE_integer('top', 5, 'How many classes to print per image.')
 
 
 class InferenceError(RuntimeError):
@@ -131,4 +136,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -520,8 +520,8 @@ def _refusal(model, source: Source, plan: Plan) -> Optional[str]:
   return (f'{source.path} ({source.kind}, {describe_source(source)}) does '
           f'not fit this run\'s model {model.name} '
           f'({effnetv2_model.count_params(model):,} parameters): '
-          f'{"; ".join(problems)}. Use weights of the same variant '
-          '(--model_name), or a model_name that matches the file')
+          f'{"; ".join(problems)}. Use weights of this variant, or the '
+          '--model_name (and model.* overrides) the weights were made with')
 
 
 # -- loading -------------------------------------------------------------------
