@@ -185,6 +185,7 @@ def read_weights(path: str) -> Source:
   """Detects the format of `path` and indexes its variables."""
   if not path:
     raise PretrainedError('no weights file given')
+  path = os.path.expanduser(path)  # Config files cannot rely on a shell.
   if os.path.isdir(path):
     return _read_checkpoint(_checkpoint_in_folder(path))
   if path.endswith('.index') and os.path.isfile(path):
