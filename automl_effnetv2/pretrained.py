@@ -21,7 +21,8 @@ initialization and the summary says so. Anything else (another variant,
 other shapes, missing or extra variables, an unreadable file) raises
 `PretrainedError` before a single variable is assigned.
 
-`LAYER_NAMES` is the one table of layer names across the three namings.
+`TOP_LAYER_NAMES` and `BLOCK_LAYER_NAMES` are the one table of layer names
+across the three namings.
 """
 import copy
 import dataclasses

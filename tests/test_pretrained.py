@@ -18,6 +18,8 @@ import tensorflow as tf
 from automl_effnetv2 import effnetv2_model
 from automl_effnetv2 import main
 from automl_effnetv2 import pretrained
+from test_model_faithfulness import (  # The architecture check's helper.
+    _randomize_bn_statistics as randomize_bn_statistics)
 
 EMA = pretrained.EMA_SUFFIX
 
@@ -25,13 +27,7 @@ EMA = pretrained.EMA_SUFFIX
 # -- making the files ----------------------------------------------------------
 def _randomize_bn_statistics(model, seed=0):
   """Non-trivial BN moving statistics, so inference really uses them."""
-  rng = np.random.default_rng(seed)
-  for layer in model.layers:
-    if isinstance(layer, keras.layers.BatchNormalization):
-      layer.moving_mean.assign(
-          rng.normal(0, 0.1, layer.moving_mean.shape).astype('float32'))
-      layer.moving_variance.assign(
-          rng.uniform(0.5, 1.5, layer.moving_variance.shape).astype('float32'))
+  randomize_bn_statistics(model, np.random.default_rng(seed))
   return model
 
 
