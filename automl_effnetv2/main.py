@@ -24,13 +24,14 @@ from absl import flags
 from absl import logging
 
 from automl_effnetv2 import datasets
+from automl_effnetv2 import export
 from automl_effnetv2 import hparams
 from automl_effnetv2 import local_data
 from automl_effnetv2 import progressive
 from automl_effnetv2 import train_lib
 from automl_effnetv2.run_config import build_config  # pylint: disable=unused-import
 
-MODES = ('train', 'eval', 'traineval')
+MODES = ('train', 'eval', 'traineval', 'export')
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('model_name', 'efficientnetv2-b0', 'Model name.')
@@ -56,7 +57,8 @@ flags.DEFINE_bool('archive_ckpt', True, 'Keep the best checkpoint in '
 flags.DEFINE_string('model_dir', None, 'Checkpoints, config and summaries.')
 flags.DEFINE_enum('mode', 'train', MODES, 'train: train (then evaluate once); '
                   'eval: evaluate the latest checkpoint; traineval: evaluate '
-                  'after every stage.')
+                  'after every stage; export: write SavedModel, .keras and '
+                  'TFLite models of the EMA weights to model_dir/export.')
 flags.DEFINE_bool('export_to_tpu', False, 'Unused; kept for compatibility.')
 flags.DEFINE_enum('ablation', None, progressive.ABLATIONS, 'Progressive '
                   'learning ablation (default: train.ablation of the config, '
@@ -75,14 +77,20 @@ def run(mode: str, config: hparams.Config, model_dir: str,
                               data_dir=data_dir)
   trainer.archive_ckpt = archive_ckpt
   trainer.eval_name = eval_name
-  if mode == 'eval':
+  if mode in ('eval', 'export'):
     if not trainer.manager.latest_checkpoint:
       raise train_lib.TrainingError(
-          f'no checkpoint in {model_dir} to evaluate; train first '
+          f'no checkpoint in {model_dir} to '
+          f'{"evaluate" if mode == "eval" else mode}; train first '
           '(--mode=train)')
     trainer.check_saved_config()
     trainer.restore()
+    if mode == 'export':
+      return export.export_run(trainer)
     return trainer.evaluate_and_record()
+  if config.train.ft_init_ckpt and not trainer.manager.latest_checkpoint:
+    # Refuses weights that do not fit before training writes into model_dir.
+    trainer.restore()
   result = trainer.train(eval_every_stage=(mode == 'traineval'))
   if mode == 'train':
     result.update(trainer.evaluate_and_record())

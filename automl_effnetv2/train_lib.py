@@ -25,7 +25,9 @@ import tensorflow as tf
 
 from automl_effnetv2 import datasets
 from automl_effnetv2 import effnetv2_model
+from automl_effnetv2 import export
 from automl_effnetv2 import hparams
+from automl_effnetv2 import pretrained
 from automl_effnetv2 import progressive
 from automl_effnetv2 import utils
 
@@ -381,16 +383,19 @@ class Trainer:
     return int(self.global_step.numpy())
 
   def _init_from_pretrained(self, path):
-    if not path.endswith('.weights.h5'):
-      raise TrainingError(
-          f'train.ft_init_ckpt={path!r}: expected a Keras weights file '
-          '(*.weights.h5, e.g. export/ema.weights.h5 of an earlier run)')
-    if not os.path.exists(path):
-      raise TrainingError(f'train.ft_init_ckpt={path!r} does not exist')
-    self.model.load_weights(path, skip_mismatch=True)
+    """Loads train.ft_init_ckpt once; weights that do not fit are refused."""
+    if getattr(self, '_pretrained_from', None) == path:
+      return
+    try:
+      summary = pretrained.load_pretrained(
+          self.model, path, use_ema=bool(self.config.train.ft_init_ema))
+    except pretrained.PretrainedError as e:
+      raise TrainingError(f'train.ft_init_ckpt: {e}') from e
     if self.ema:
       self.ema.reset_to()
-    logging.info('initialized from %s', path)
+    self._pretrained_from = path
+    for line in summary:
+      print(line, flush=True)
 
   def save(self) -> str:
     path = self.manager.save(checkpoint_number=self.global_step)
@@ -404,12 +409,8 @@ class Trainer:
     export_dir = os.path.join(self.model_dir, 'export')
     os.makedirs(export_dir, exist_ok=True)
     path = os.path.join(export_dir, 'ema.weights.h5')
-    restore = self.ema.swap_into_model() if self.ema else None
-    try:
+    with export.ema_weights_in(self.model, self.ema):
       self.model.save_weights(path)
-    finally:
-      if restore:
-        restore()
     return path
 
   # -- stage settings ---------------------------------------------------------

@@ -57,7 +57,8 @@ def test_study_config_file_keeps_stages_off_and_sets_a_checkpoint():
   path = os.path.join(REPO, 'configs', 'fashion_mnist_ft_study.yaml')
   config = main.build_config('efficientnetv2-b0', 'FashionMNISTFt', path)
   assert config.train.stages == 0
-  assert config.train.ft_init_ckpt.endswith('ema.weights.h5')
+  # Keras' B0 ImageNet weights, where keras.applications caches them.
+  assert config.train.ft_init_ckpt == '~/.keras/models/efficientnetv2-b0.h5'
   assert config.data.ds_name == 'fashion_mnist'
 
 

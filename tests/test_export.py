@@ -1,0 +1,160 @@
+"""--mode=export and inference: what leaves the project computes what the
+trained Keras model computes, on real Fashion-MNIST test images."""
+import gzip
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from automl_effnetv2 import export
+from automl_effnetv2 import infer
+from automl_effnetv2 import labels
+from automl_effnetv2 import local_data
+from automl_effnetv2 import main
+from automl_effnetv2 import preprocessing
+from automl_effnetv2 import train_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_IMAGES = 200
+
+
+def _fashion_mnist_test_images(count):
+  """The first `count` test images, uint8 [count, 28, 28, 1], and labels."""
+  folder = local_data.default_fashion_mnist_dir()
+  with gzip.open(os.path.join(folder, 't10k-images-idx3-ubyte.gz')) as f:
+    images = np.frombuffer(f.read(), np.uint8, offset=16)
+  with gzip.open(os.path.join(folder, 't10k-labels-idx1-ubyte.gz')) as f:
+    classes = np.frombuffer(f.read(), np.uint8, offset=8)
+  return images.reshape(-1, 28, 28, 1)[:count], classes[:count]
+
+
+@pytest.fixture(scope='module')
+def exported_run(fashion_mnist_tfds_dir, tmp_path_factory):
+  """A tiny FashionMNISTFt run trained enough to be confident, exported."""
+  from conftest import TINY_HPARAMS  # pylint: disable=g-import-not-at-top
+  config = main.build_config(
+      'efficientnetv2-b0', 'FashionMNISTFt',
+      TINY_HPARAMS + f',data.tfds_data_dir={fashion_mnist_tfds_dir},'
+      'train.epochs=0.03,train.stages=0,data.mixup_alpha=0,'
+      'data.cutmix_alpha=0,data.augname=ft_plain,train.optimizer=momentum,'
+      'train.lr_base=0.5,train.ema_decay=0.9,runtime.save_checkpoints_steps=1000')
+  model_dir = str(tmp_path_factory.mktemp('run'))
+  strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+  train_lib.Trainer(config, model_dir, strategy=strategy).train()
+  paths = main.run('export', config, model_dir, strategy=strategy)
+  return config, model_dir, paths
+
+
+def _keras_logits(paths, config, images):
+  """The exported .keras model on the run's eval preprocessing."""
+  model = keras.models.load_model(paths['keras'],
+                                  custom_objects=export.custom_objects())
+  size = config.eval.isize
+  batch = tf.stack([preprocessing.preprocess_image(
+      tf.constant(image), size, False, augname=config.data.augname)
+      for image in images])
+  return model(batch, training=False).numpy()
+
+
+def _tflite_logits(path, images):
+  interpreter = tf.lite.Interpreter(model_path=path)
+  runner = interpreter.get_signature_runner('serving_default')
+  return runner(images=images)['logits']
+
+
+def test_saved_model_and_tflite_compute_the_keras_logits(exported_run):
+  config, _, paths = exported_run
+  images, classes = _fashion_mnist_test_images(NUM_IMAGES)
+  expected = _keras_logits(paths, config, images)
+  # The run learned something, so top-1 agreement below means something.
+  assert (expected.argmax(-1) == classes).mean() > 0.5
+  saved = tf.saved_model.load(paths['saved_model'])
+  served = saved.signatures['serving_default'](images=tf.constant(images))
+  np.testing.assert_allclose(served['logits'].numpy(), expected, atol=1e-3)
+  np.testing.assert_allclose(served['probabilities'].numpy(),
+                             tf.nn.softmax(expected).numpy(), atol=1e-4)
+  np.testing.assert_allclose(_tflite_logits(paths['tflite'], images),
+                             expected, atol=1e-3)
+  quantized = _tflite_logits(paths['tflite_dynamic_range'], images)
+  assert (quantized.argmax(-1) == expected.argmax(-1)).mean() >= 0.95
+  assert os.path.getsize(paths['tflite_dynamic_range']) < 0.5 * (
+      os.path.getsize(paths['tflite']))
+
+
+def test_saved_model_takes_rgb_images_of_any_size(exported_run):
+  config, _, paths = exported_run
+  images, _ = _fashion_mnist_test_images(4)
+  large_rgb = tf.image.resize(tf.image.grayscale_to_rgb(tf.constant(images)),
+                              [90, 70])
+  large_rgb = tf.cast(tf.round(large_rgb), tf.uint8).numpy()
+  saved = tf.saved_model.load(paths['saved_model'])
+  served = saved.signatures['serving_default'](images=tf.constant(large_rgb))
+  np.testing.assert_allclose(served['logits'].numpy(),
+                             _keras_logits(paths, config, large_rgb),
+                             atol=1e-3)
+  meta = saved.signatures['metadata']()
+  assert [n.decode() for n in meta['class_names'].numpy()] == list(
+      labels.FASHION_MNIST)
+
+
+def _write_pngs(folder, images):
+  paths = []
+  for index, image in enumerate(images):
+    path = os.path.join(folder, f'image_{index}.png')
+    tf.io.write_file(path, tf.io.encode_png(image))
+    paths.append(path)
+  return paths
+
+
+def test_infer_prints_the_top_five_class_names(exported_run, tmp_path):
+  config, model_dir, paths = exported_run
+  images, _ = _fashion_mnist_test_images(2)
+  files = _write_pngs(str(tmp_path), images)
+  top1 = [labels.FASHION_MNIST[i]
+          for i in _keras_logits(paths, config, images).argmax(-1)]
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
+  result = subprocess.run(
+      [sys.executable, '-m', 'automl_effnetv2.infer',
+       f'--saved_model={paths["saved_model"]}', *files],
+      env=env, cwd=REPO, capture_output=True, text=True, check=True)
+  lines = result.stdout.splitlines()
+  assert lines[0] == f'{files[0]}:' and lines[6] == f'{files[1]}:'
+  assert lines[1].startswith(f'  1. {top1[0]} (')
+  assert lines[7].startswith(f'  1. {top1[1]} (')
+  assert [line.split('. ')[0] for line in lines[1:6]] == [
+      f'  {rank}' for rank in range(1, 6)]
+  # The run folder gives the same answer through the checkpoint.
+  predictor = infer.from_model_dir(model_dir)
+  assert predictor.top(infer.read_image(files[1]), 5)[0][0] == top1[1]
+
+
+def test_infer_refuses_a_missing_image_in_one_line(exported_run, tmp_path):
+  _, _, paths = exported_run
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
+  missing = str(tmp_path / 'missing.png')
+  result = subprocess.run(
+      [sys.executable, '-m', 'automl_effnetv2.infer',
+       f'--saved_model={paths["saved_model"]}', missing],
+      env=env, cwd=REPO, capture_output=True, text=True)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      f'error: cannot read the image {missing}')
+  assert 'Traceback' not in result.stderr
+
+
+def test_imagenet_names_unavailable_offline_are_announced(monkeypatch,
+                                                          tmp_path):
+  from keras.src.applications import imagenet_utils  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv('KERAS_HOME', str(tmp_path))
+  monkeypatch.setattr(imagenet_utils, 'CLASS_INDEX', None)
+  monkeypatch.setattr(imagenet_utils, 'CLASS_INDEX_PATH',
+                      (tmp_path / 'absent' / 'index.json').as_uri())
+  names, note = labels.lookup('imagenet', 1000)
+  assert names is None
+  assert note.startswith('ImageNet class names are unavailable')
+  predictor = infer.Predictor(lambda images: np.eye(1000)[7], 'imagenet', 1000)
+  assert predictor.top(np.zeros((4, 4, 3), np.uint8), 1) == [('class 7', 1.0)]
