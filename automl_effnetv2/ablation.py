@@ -45,33 +45,39 @@ from automl_effnetv2 import progressive
 from automl_effnetv2 import study_report
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list('dataset_cfg', ['fashion_mnist'], 'Training config(s), '
-                  'comma-separated: one panel of the report each.')
-flags.DEFINE_string('model_name', 'efficientnetv2-b0', 'Model name.')
-flags.DEFINE_list('modes', ['none', 'no_progressive'], 'Ablation modes, from '
-                  + ', '.join(progressive.ABLATIONS) + '.')
-flags.DEFINE_integer('seeds', 2, 'Runs per cell (seeds 0..seeds-1).')
-flags.DEFINE_float('epochs', None, 'Overrides train.epochs for every run '
-                   '(the same for all, so that runs compare).')
-flags.DEFINE_float('eval_every_epochs', 1.0, 'Evaluation interval during '
-                   'training, for the time-to-accuracy curves (0: stage ends '
-                   'only).')
-flags.DEFINE_string('hparam_str', '', 'Extra overrides for every run.')
-flags.DEFINE_string('data_dir', None, 'As main.py --data_dir.')
-flags.DEFINE_string('output_dir', None, 'Where the run folders go.')
-flags.DEFINE_string('results_dir', None, 'Where each finished run\'s small '
-                    'files and the report go (default: <output_dir>/results).')
-flags.DEFINE_bool('step_times', True, 'Measure step times per image size '
-                  'before the first run (once; kept in results_dir) for the '
-                  'normalized training time.')
-flags.DEFINE_integer('step_time_steps', 20, 'Steps per timed call of the '
-                     'step-time benchmark.')
-flags.DEFINE_integer('step_time_rounds', 3, 'Rounds of the step-time '
-                     'benchmark.')
-flags.DEFINE_bool('report_only', False, 'Rebuild the report from '
-                  'results_dir and stop.')
-flags.DEFINE_bool('commit_results', False, 'git-commit results_dir after '
-                  'each finished run (results_dir inside a git repository).')
+
+
+def define_flags():
+  """The command-line flags; defined only when run as a program, so that
+  importing this module next to main.py (which has flags of the same
+  names) works."""
+  flags.DEFINE_list('dataset_cfg', ['fashion_mnist'], 'Training config(s), '
+                    'comma-separated: one panel of the report each.')
+  flags.DEFINE_string('model_name', 'efficientnetv2-b0', 'Model name.')
+  flags.DEFINE_list('modes', ['none', 'no_progressive'], 'Ablation modes, from '
+                    + ', '.join(progressive.ABLATIONS) + '.')
+  flags.DEFINE_integer('seeds', 2, 'Runs per cell (seeds 0..seeds-1).')
+  flags.DEFINE_float('epochs', None, 'Overrides train.epochs for every run '
+                     '(the same for all, so that runs compare).')
+  flags.DEFINE_float('eval_every_epochs', 1.0, 'Evaluation interval during '
+                     'training, for the time-to-accuracy curves (0: stage ends '
+                     'only).')
+  flags.DEFINE_string('hparam_str', '', 'Extra overrides for every run.')
+  flags.DEFINE_string('data_dir', None, 'As main.py --data_dir.')
+  flags.DEFINE_string('output_dir', None, 'Where the run folders go.')
+  flags.DEFINE_string('results_dir', None, 'Where each finished run\'s small '
+                      'files and the report go (default: <output_dir>/results).')
+  flags.DEFINE_bool('step_times', True, 'Measure step times per image size '
+                    'before the first run (once; kept in results_dir) for the '
+                    'normalized training time.')
+  flags.DEFINE_integer('step_time_steps', 20, 'Steps per timed call of the '
+                       'step-time benchmark.')
+  flags.DEFINE_integer('step_time_rounds', 3, 'Rounds of the step-time '
+                       'benchmark.')
+  flags.DEFINE_bool('report_only', False, 'Rebuild the report from '
+                    'results_dir and stop.')
+  flags.DEFINE_bool('commit_results', False, 'git-commit results_dir after '
+                    'each finished run (results_dir inside a git repository).')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,4 +299,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -65,15 +65,21 @@ def measure(config, sizes: Sequence[int], steps: int = 20, rounds: int = 3,
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('dataset_cfg', 'fashion_mnist', 'Training config.')
-flags.DEFINE_string('model_name', 'efficientnetv2-b0', 'Model name.')
-flags.DEFINE_list('sizes', ['28', '40', '48', '52', '56', '64'],
-                  'Image sizes to time.')
-flags.DEFINE_integer('steps', 20, 'Steps per timed call.')
-flags.DEFINE_integer('rounds', 3, 'Timed calls per size, taken in turns.')
-flags.DEFINE_string('hparam_str', '', 'Extra overrides.')
-flags.DEFINE_string('data_dir', None, 'As main.py --data_dir.')
-flags.DEFINE_string('output', None, 'Where the JSON goes (required).')
+
+
+def define_flags():
+  """The command-line flags; defined only when run as a program, so that
+  importing this module next to main.py (which has flags of the same
+  names) works."""
+  flags.DEFINE_string('dataset_cfg', 'fashion_mnist', 'Training config.')
+  flags.DEFINE_string('model_name', 'efficientnetv2-b0', 'Model name.')
+  flags.DEFINE_list('sizes', ['28', '40', '48', '52', '56', '64'],
+                    'Image sizes to time.')
+  flags.DEFINE_integer('steps', 20, 'Steps per timed call.')
+  flags.DEFINE_integer('rounds', 3, 'Timed calls per size, taken in turns.')
+  flags.DEFINE_string('hparam_str', '', 'Extra overrides.')
+  flags.DEFINE_string('data_dir', None, 'As main.py --data_dir.')
+  flags.DEFINE_string('output', None, 'Where the JSON goes (required).')
 
 
 def main(argv):
@@ -101,4 +107,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
