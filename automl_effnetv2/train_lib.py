@@ -27,9 +27,10 @@ from automl_effnetv2 import datasets
 from automl_effnetv2 import effnetv2_model
 from automl_effnetv2 import hparams
 from automl_effnetv2 import progressive
+from automl_effnetv2 import strategy_choice
 from automl_effnetv2 import utils
 
-STRATEGIES = ('auto', 'one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
+STRATEGIES = strategy_choice.STRATEGIES
 CONFIG_FILE = 'config.yaml'
 METRICS_FILE = 'metrics.json'
 
@@ -48,18 +49,13 @@ class TrainingError(RuntimeError):
 
 # -- strategy -----------------------------------------------------------------
 def build_strategy(name: str = 'auto', tpu: Optional[str] = None):
-  """A tf.distribute strategy by name; 'auto' picks TPU, GPUs or the CPU."""
+  """A tf.distribute strategy by name; 'auto' as strategy_choice decides."""
   if name not in STRATEGIES:
     raise ValueError(f'unknown strategy {name!r}; valid: {", ".join(STRATEGIES)}')
   if name == 'auto':
-    if tpu:
-      name = 'tpu'
-    elif len(tf.config.list_logical_devices('GPU')) > 1:
-      name = 'mirrored'
-    elif 'TF_CONFIG' in os.environ:
-      name = 'multi_worker_mirrored'
-    else:
-      name = 'one_device'
+    name = strategy_choice.choose_strategy(
+        tpu, bool(os.environ.get('TF_CONFIG')),
+        len(tf.config.list_logical_devices('GPU')))
   if name == 'tpu':
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu or '')
     tf.config.experimental_connect_to_cluster(resolver)

@@ -3,6 +3,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 
 import pytest
 
@@ -62,14 +63,24 @@ def test_study_config_file_keeps_stages_off_and_sets_a_checkpoint():
 
 
 def _launch(tmp_path, *args, env_extra=None, gpus=0):
-  """Runs run_tpu_or_gpu.sh with `echo` as Python; returns the command."""
+  """Runs run_tpu_or_gpu.sh with main.py replaced by `echo`.
+
+  The strategy choice runs for real; `nvidia-smi` is faked to list `gpus`.
+  Returns the main.py command the script would run.
+  """
   bin_dir = tmp_path / 'bin'
   bin_dir.mkdir(exist_ok=True)
   smi = bin_dir / 'nvidia-smi'
   smi.write_text('#!/bin/sh\n' + ''.join(
       f'echo "GPU {i}: Fake (UUID: GPU-{i})"\n' for i in range(gpus)))
   smi.chmod(0o755)
-  env = dict(os.environ, PYTHON='echo',
+  python = bin_dir / 'python'
+  python.write_text(
+      '#!/bin/sh\n'
+      'if [ "$2" = automl_effnetv2.main ]; then echo "$@"; exit; fi\n'
+      f'exec {sys.executable} "$@"\n')
+  python.chmod(0o755)
+  env = dict(os.environ, PYTHON=str(python),
              PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}')
   env.pop('TF_CONFIG', None)
   env.pop('TPU_NAME', None)
@@ -87,6 +98,9 @@ def test_launcher_picks_the_strategy(tmp_path):
   assert '--strategy=one_device' in _launch(tmp_path, gpus=1)
   assert '--strategy=multi_worker_mirrored' in _launch(
       tmp_path, env_extra={'TF_CONFIG': '{}'})
+  # A configured cluster wins over several local GPUs, as in the trainer.
+  assert '--strategy=multi_worker_mirrored' in _launch(
+      tmp_path, gpus=2, env_extra={'TF_CONFIG': '{}'})
   out = _launch(tmp_path, '--tpu=my-tpu')
   assert '--strategy=tpu' in out and out.count('--tpu=my-tpu') == 1
   assert '--tpu=v3' in _launch(tmp_path, env_extra={'TPU_NAME': 'v3'})
