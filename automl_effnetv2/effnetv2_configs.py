@@ -10,6 +10,7 @@ import re
 from typing import List, Optional
 
 from automl_effnetv2 import hparams
+from automl_effnetv2 import registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,4 +231,4 @@ def get_model_config(model_name: str) -> hparams.Config:
   if model_name in EFFICIENTNET_V1_PARAMS:
     return efficientnetv1_config(model_name)
   raise hparams.ConfigError(
-      f'unknown model_name {model_name!r}; valid: {", ".join(model_names())}')
+      registry.unknown_name_message('model_name', model_name, model_names()))

@@ -15,6 +15,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from automl_effnetv2 import registry
+
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -96,9 +98,7 @@ ABLATIONS = ('none', 'no_progressive', 'fixed_image_size',
 
 
 def check_ablation(mode: str) -> str:
-  if mode not in ABLATIONS:
-    raise ValueError(f'unknown ablation {mode!r}; valid: {", ".join(ABLATIONS)}')
-  return mode
+  return registry.check_name('ablation', mode, ABLATIONS)
 
 
 def apply_ablation(stages: List[Stage], mode: str) -> List[Stage]:

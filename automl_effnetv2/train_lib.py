@@ -27,6 +27,7 @@ from automl_effnetv2 import datasets
 from automl_effnetv2 import effnetv2_model
 from automl_effnetv2 import hparams
 from automl_effnetv2 import progressive
+from automl_effnetv2 import registry
 from automl_effnetv2 import strategy_choice
 from automl_effnetv2 import utils
 
@@ -50,8 +51,7 @@ class TrainingError(RuntimeError):
 # -- strategy -----------------------------------------------------------------
 def build_strategy(name: str = 'auto', tpu: Optional[str] = None):
   """A tf.distribute strategy by name; 'auto' as strategy_choice decides."""
-  if name not in STRATEGIES:
-    raise ValueError(f'unknown strategy {name!r}; valid: {", ".join(STRATEGIES)}')
+  registry.check_name('strategy', name, STRATEGIES)
   if name == 'auto':
     name = strategy_choice.choose_strategy(
         tpu, bool(os.environ.get('TF_CONFIG')),
