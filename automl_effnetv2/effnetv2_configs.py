@@ -91,10 +91,6 @@ def decode(block_strings: List[str]) -> List[BlockArgs]:
   return [decode_block_string(s) for s in block_strings]
 
 
-def encode(blocks: List[BlockArgs]) -> List[str]:
-  return [encode_block_string(b) for b in blocks]
-
-
 # -- EfficientNet V1 --------------------------------------------------------
 V1_B0_BLOCKS = [
     'r1_k3_s1_e1_i32_o16_se0.25',

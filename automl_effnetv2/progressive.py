@@ -29,9 +29,6 @@ class Stage:
   cutmix_alpha: float
   dropout_rate: Optional[float]
 
-  def as_dict(self):
-    return dataclasses.asdict(self)
-
 
 def train_steps(epochs: float, num_train_images: int, batch_size: int,
                 min_steps: int = 0) -> int:
