@@ -356,7 +356,7 @@ class Trainer:
     if latest:
       saved = {name.split('/')[0] for name, _ in tf.train.list_variables(latest)}
       # Checkpoints written before training time was recorded lack it; the
-      # time then counts from this session.
+      # time then counts from this process.
       checkpoint = (self.checkpoint if 'train_seconds' in saved else
                     tf.train.Checkpoint(**{
                         k: v for k, v in self._trackables.items()
