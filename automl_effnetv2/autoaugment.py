@@ -24,6 +24,8 @@ from typing import Callable, List, Sequence, Tuple
 
 import tensorflow as tf
 
+from automl_effnetv2 import registry
+
 MAX_LEVEL = 10.0
 REPLACE_GRAY = (128, 128, 128)
 
@@ -268,8 +270,8 @@ def make_op(name: str, level: float, translate_const: float,
   if name == 'Cutout':
     return lambda image, seed: cutout(
         image, int(ratio * cutout_const), replace[0], seed)
-  raise ValueError(f'unknown augmentation op {name!r}; valid: '
-                   f'{", ".join(VALID_RANDAUGMENT_OPS)}')
+  raise ValueError(registry.unknown_name_message('augmentation op', name,
+                                                 VALID_RANDAUGMENT_OPS))
 
 
 RANDAUGMENT_OPS = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'Posterize',
@@ -346,12 +348,12 @@ def randaugment_op_names(ops=None):
   if ops is None:
     return RANDAUGMENT_OPS
   names = (ops,) if isinstance(ops, str) else tuple(ops)
-  unknown = [name for name in names if name not in VALID_RANDAUGMENT_OPS]
-  if not names or unknown:
-    raise ValueError(
-        f'data.ra_ops must name RandAugment ops, got {ops!r}; valid: '
-        f'{", ".join(VALID_RANDAUGMENT_OPS)} '
-        '(lists use |: ra_ops=Rotate|Cutout)')
+  if not names:
+    raise ValueError(f'data.ra_ops must name RandAugment ops, got {ops!r} '
+                     '(lists use |: ra_ops=Rotate|Cutout)')
+  for name in names:
+    registry.check_name('RandAugment op in data.ra_ops', name,
+                        VALID_RANDAUGMENT_OPS)
   return names
 
 
@@ -420,5 +422,5 @@ def distort_image(image, augname: str, ra_num_layers: int, ra_magnitude: float,
         lambda: distort_image(image, 'randaug', ra_num_layers, ra_magnitude,
                               aug_seed, translate_const, cutout_const, ra_ops,
                               fill))
-  raise ValueError(f"unknown augmentation {augname!r}; valid: 'autoaug', "
-                   "'randaug', 'ra_aa'")
+  raise ValueError(registry.unknown_name_message(
+      'augmentation', augname, ('autoaug', 'randaug', 'ra_aa')))

@@ -31,6 +31,7 @@ from automl_effnetv2 import autoaugment
 from automl_effnetv2 import hparams
 from automl_effnetv2 import local_data
 from automl_effnetv2 import preprocessing
+from automl_effnetv2 import registry
 
 ds_register = functools.partial(hparams.register, prefix='ds:')
 AUTOTUNE = tf.data.AUTOTUNE
@@ -153,10 +154,8 @@ class ImageNetInput:
     self.image_dtype = image_dtype or tf.float32
     self.data_dir = data_dir or self.cfg.data_dir
     self.split = split or ('train' if is_training else 'eval')
-    if self.split not in self.cfg.splits:
-      raise DatasetError(f'unknown split {self.split!r} for '
-                         f'{type(self).__name__}; valid: '
-                         f'{", ".join(self.cfg.splits)}')
+    registry.check_name(f'{type(self).__name__} split', self.split,
+                        self.cfg.splits, DatasetError)
     self.cache = cache
     self.augname = augname
     self.mixup_alpha = float(mixup_alpha or 0.0)
@@ -478,11 +477,7 @@ def dataset_classes():
 
 
 def get_dataset_class(ds_name: str):
-  classes = dataset_classes()
-  if ds_name not in classes:
-    raise DatasetError(f'unknown dataset {ds_name!r}; valid: '
-                       f'{", ".join(sorted(classes))}')
-  return classes[ds_name]
+  return registry.lookup('dataset', ds_name, dataset_classes(), DatasetError)
 
 
 def build_dataset_input(is_training, image_size, image_dtype, data_dir, split,

@@ -10,6 +10,7 @@ import re
 from typing import List, Optional
 
 from automl_effnetv2 import hparams
+from automl_effnetv2 import registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,10 +89,6 @@ def decode(block_strings: List[str]) -> List[BlockArgs]:
     raise ValueError(f'expected a non-empty list of block strings, got '
                      f'{block_strings!r}')
   return [decode_block_string(s) for s in block_strings]
-
-
-def encode(blocks: List[BlockArgs]) -> List[str]:
-  return [encode_block_string(b) for b in blocks]
 
 
 # -- EfficientNet V1 --------------------------------------------------------
@@ -230,4 +227,4 @@ def get_model_config(model_name: str) -> hparams.Config:
   if model_name in EFFICIENTNET_V1_PARAMS:
     return efficientnetv1_config(model_name)
   raise hparams.ConfigError(
-      f'unknown model_name {model_name!r}; valid: {", ".join(model_names())}')
+      registry.unknown_name_message('model_name', model_name, model_names()))

@@ -9,11 +9,12 @@ next to the checkpoints, so the saved file alone reproduces the run.
 """
 import ast
 import copy
-import difflib
 import os
 from typing import Any, Dict, Iterator, List
 
 import yaml
+
+from automl_effnetv2 import registry
 
 
 class ConfigError(ValueError):
@@ -224,11 +225,8 @@ def _check_value_type(path, current, value):
 
 
 def _unknown_key_message(key, valid_keys) -> str:
-  leaf_valid = sorted(set(valid_keys))
-  close = difflib.get_close_matches(key, leaf_valid, n=3, cutoff=0.6)
-  hint = f'; did you mean {", ".join(close)}?' if close else ''
-  return (f'unknown config key {key!r}{hint} '
-          f'(valid keys here: {", ".join(leaf_valid)})')
+  return registry.unknown_name_message('config key', key,
+                                       sorted(set(valid_keys)))
 
 
 def _as_mapping(value):
@@ -256,7 +254,12 @@ def _to_plain(value):
 
 
 # -- registry -----------------------------------------------------------------
-_REGISTRY: Dict[str, Any] = {}
+# One table per prefix ('ds:' holds the dataset training configs).
+_REGISTRIES: Dict[str, registry.Registry] = {}
+
+
+def _registry(prefix: str) -> registry.Registry:
+  return _REGISTRIES.setdefault(prefix, registry.Registry('name', ConfigError))
 
 
 def register(cls=None, prefix='effnet:', name=None):
@@ -266,24 +269,16 @@ def register(cls=None, prefix='effnet:', name=None):
   """
   if cls is None:
     return lambda c: register(c, prefix=prefix, name=name)
-  _REGISTRY[prefix + (name or cls.__name__).lower()] = cls
-  return cls
+  return _registry(prefix).register(cls, name=name)
 
 
 def registered_names(prefix='effnet:') -> List[str]:
-  return sorted(k[len(prefix):] for k in _REGISTRY if k.startswith(prefix))
+  return _registry(prefix).names()
 
 
 def lookup(name: str, prefix='effnet:'):
   """Finds a registered class by name, ignoring case."""
-  key = prefix + name.lower()
-  if key not in _REGISTRY:
-    valid = registered_names(prefix)
-    close = difflib.get_close_matches(name.lower(), valid, n=3, cutoff=0.6)
-    hint = f'; did you mean {", ".join(close)}?' if close else ''
-    raise ConfigError(
-        f'unknown name {name!r}{hint} (valid: {", ".join(valid)})')
-  return _REGISTRY[key]
+  return _registry(prefix).get(name)
 
 
 # Upstream's defaults (hparams.py at google/automl a6bb1ff), key for key.

@@ -15,6 +15,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from automl_effnetv2 import registry
+
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -26,9 +28,6 @@ class Stage:
   mixup_alpha: float
   cutmix_alpha: float
   dropout_rate: Optional[float]
-
-  def as_dict(self):
-    return dataclasses.asdict(self)
 
 
 def train_steps(epochs: float, num_train_images: int, batch_size: int,
@@ -125,9 +124,7 @@ ABLATIONS = ('none', 'no_progressive', 'fixed_image_size',
 
 
 def check_ablation(mode: str) -> str:
-  if mode not in ABLATIONS:
-    raise ValueError(f'unknown ablation {mode!r}; valid: {", ".join(ABLATIONS)}')
-  return mode
+  return registry.check_name('ablation', mode, ABLATIONS)
 
 
 def apply_ablation(stages: List[Stage], mode: str) -> List[Stage]:

@@ -29,9 +29,11 @@ from automl_effnetv2 import export
 from automl_effnetv2 import hparams
 from automl_effnetv2 import pretrained
 from automl_effnetv2 import progressive
+from automl_effnetv2 import registry
+from automl_effnetv2 import strategy_choice
 from automl_effnetv2 import utils
 
-STRATEGIES = ('auto', 'one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
+STRATEGIES = strategy_choice.STRATEGIES
 CONFIG_FILE = 'config.yaml'
 METRICS_FILE = 'metrics.json'
 
@@ -50,18 +52,12 @@ class TrainingError(RuntimeError):
 
 # -- strategy -----------------------------------------------------------------
 def build_strategy(name: str = 'auto', tpu: Optional[str] = None):
-  """A tf.distribute strategy by name; 'auto' picks TPU, GPUs or the CPU."""
-  if name not in STRATEGIES:
-    raise ValueError(f'unknown strategy {name!r}; valid: {", ".join(STRATEGIES)}')
+  """A tf.distribute strategy by name; 'auto' as strategy_choice decides."""
+  registry.check_name('strategy', name, STRATEGIES)
   if name == 'auto':
-    if tpu:
-      name = 'tpu'
-    elif len(tf.config.list_logical_devices('GPU')) > 1:
-      name = 'mirrored'
-    elif 'TF_CONFIG' in os.environ:
-      name = 'multi_worker_mirrored'
-    else:
-      name = 'one_device'
+    name = strategy_choice.choose_strategy(
+        tpu, bool(os.environ.get('TF_CONFIG')),
+        len(tf.config.list_logical_devices('GPU')))
   if name == 'tpu':
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu or '')
     tf.config.experimental_connect_to_cluster(resolver)
@@ -370,7 +366,7 @@ class Trainer:
     if latest:
       saved = {name.split('/')[0] for name, _ in tf.train.list_variables(latest)}
       # Checkpoints written before training time was recorded lack it; the
-      # time then counts from this session.
+      # time then counts from this process.
       checkpoint = (self.checkpoint if 'train_seconds' in saved else
                     tf.train.Checkpoint(**{
                         k: v for k, v in self._trackables.items()

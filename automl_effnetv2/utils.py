@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from automl_effnetv2 import registry
+
 
 # -- activations ----------------------------------------------------------
 def _hswish(x):
@@ -42,10 +44,7 @@ def get_act_fn(act_fn) -> Callable:
     return tf.nn.silu
   if callable(act_fn):
     return act_fn
-  if act_fn not in _ACTIVATIONS:
-    raise ValueError(f'unknown act_fn {act_fn!r}; valid: '
-                     f'{", ".join(sorted(_ACTIVATIONS))}')
-  return _ACTIVATIONS[act_fn]
+  return registry.lookup('act_fn', act_fn, _ACTIVATIONS)
 
 
 # -- learning rate -----------------------------------------------------------
@@ -73,8 +72,8 @@ def learning_rate_at(step, *, initial_lr: float, steps_per_epoch: float,
   elif lr_decay_type == 'constant':
     lr = tf.constant(initial_lr, tf.float32)
   else:
-    raise ValueError(f'unknown lr_sched {lr_decay_type!r}; valid: '
-                     f'{", ".join(LR_SCHEDULES)}')
+    raise ValueError(registry.unknown_name_message('lr_sched', lr_decay_type,
+                                                   LR_SCHEDULES))
   if minimal_lr:
     lr = tf.maximum(lr, minimal_lr)
   if warmup_epochs:
@@ -181,8 +180,8 @@ def build_optimizer(optimizer_name='rmsprop', learning_rate=0.0, decay=0.9,
   if optimizer_name == 'adam':
     # TF1 AdamOptimizer defaults: beta 0.9 / 0.999, epsilon 1e-8.
     return keras.optimizers.Adam(learning_rate=learning_rate, epsilon=1e-8)
-  raise ValueError(f'unknown optimizer {optimizer_name!r}; valid: '
-                   f'{", ".join(OPTIMIZERS)}')
+  raise ValueError(registry.unknown_name_message('optimizer', optimizer_name,
+                                                 OPTIMIZERS))
 
 
 def clip_gradients(grads, clip_norm: float):
@@ -269,8 +268,9 @@ def precision_policy(mixed_precision, device_kind: str) -> str:
   """
   if isinstance(mixed_precision, str):
     if mixed_precision not in PRECISION_POLICIES:
-      raise ValueError(f'runtime.mixed_precision={mixed_precision!r}; valid: '
-                       f'true, false, {", ".join(PRECISION_POLICIES)}')
+      raise ValueError(registry.unknown_name_message(
+          'runtime.mixed_precision', mixed_precision,
+          ('true', 'false') + PRECISION_POLICIES))
     return mixed_precision
   if not mixed_precision:
     return 'float32'

@@ -69,9 +69,11 @@ def test_fixed_regularization_holds_only_regularization():
 def test_constant_weight_decay_zeroes_only_the_ramp():
   config, stages = _stages('constant_weight_decay')
   _assert_knobs(stages, **SCHEDULED)
+  unablated = _stages('none')[0]
   assert config.train.weight_decay_inc == 0.0
-  assert config.train.weight_decay == 1e-5  # Not the study's 1.0.
-  assert _stages('none')[0].train.weight_decay_inc == 0.5
+  assert unablated.train.weight_decay_inc == 0.5
+  # The L2 factor itself stays (the study's edit set it to 1.0).
+  assert config.train.weight_decay == unablated.train.weight_decay
 
 
 def test_unknown_mode_lists_the_valid_ones():

@@ -10,36 +10,34 @@ import tensorflow_datasets as tfds
 
 from automl_effnetv2 import autoaugment
 from automl_effnetv2 import datasets
+from automl_effnetv2 import hparams
 from automl_effnetv2 import local_data
+from automl_effnetv2 import main
+from automl_effnetv2 import progressive
 
-TFDS_DATASETS = ['cifar10', 'cifar100', 'flowers', 'tfflowers', 'cars',
-                 'imagenettfds']
+# Every registered input read through tfds (the rest read TFRecords).
+TFDS_DATASETS = sorted(name for name, cls in datasets.dataset_classes().items()
+                       if cls.cfg.tfds_name)
+DATASET_CONFIGS = hparams.registered_names('ds:')
 
 
 # -- Fashion-MNIST, real files -------------------------------------------------
-def test_fashion_mnist_is_registered_with_the_study_splits():
+@pytest.mark.parametrize('split', ['train', 'minival', 'eval'])
+def test_fashion_mnist_registered_split_sizes_are_what_the_files_hold(
+    fashion_mnist_tfds_dir, split):
   cls = datasets.get_dataset_class('fashion_mnist')
-  assert cls is datasets.FashionMNISTInput
-  splits = cls.cfg.splits
-  assert (splits.train.num_images, splits.train.tfds_split) == (60000, 'train')
-  assert (splits.minival.num_images, splits.minival.tfds_split) == (10000,
-                                                                    'test')
-  assert (splits.eval.num_images, splits.eval.tfds_split) == (10000, 'test')
-  assert cls.cfg.num_classes == 10
-
-
-@pytest.mark.parametrize('split,total', [('train', 60000), ('eval', 10000)])
-def test_fashion_mnist_counts_per_class(fashion_mnist_tfds_dir, split, total):
-  inp = datasets.FashionMNISTInput(is_training=False, image_size=32,
-                                   split=split,
-                                   tfds_data_dir=fashion_mnist_tfds_dir)
+  inp = cls(is_training=False, image_size=32, split=split,
+            tfds_data_dir=fashion_mnist_tfds_dir)
   labels = []
   for _, onehot in inp.make_source_dataset(0, 1).batch(10000):
+    assert onehot.shape[-1] == cls.cfg.num_classes
     labels.append(np.argmax(onehot.numpy(), axis=1))
   labels = np.concatenate(labels)
-  assert len(labels) == total
-  np.testing.assert_array_equal(np.bincount(labels, minlength=10),
-                                [total // 10] * 10)
+  assert len(labels) == cls.cfg.splits[split].num_images
+  # Fashion-MNIST's classes are balanced in both of its files.
+  counts = np.bincount(labels, minlength=cls.cfg.num_classes)
+  np.testing.assert_array_equal(counts, [len(labels) // len(counts)] *
+                                len(counts))
 
 
 def test_fashion_mnist_raw_images_are_28x28_gray(fashion_mnist_tfds_dir):
@@ -94,30 +92,39 @@ def test_fixed_parallelism_gives_the_autotuned_stream(fashion_mnist_tfds_dir):
     np.testing.assert_array_equal(y1.numpy(), y2.numpy())
 
 
-def test_registered_fashion_mnist_run_is_the_measured_one():
-  # docs/results.md's default run: 31 epochs, stages at 48 / 56 / 64 px,
-  # no head dropout, no stochastic depth, one RandAugment op per image.
-  from automl_effnetv2 import main
-  from automl_effnetv2 import progressive
+def test_registered_fashion_mnist_run_grows_images_and_regularization():
   config = main.build_config('efficientnetv2-b0', 'fashion_mnist', '')
-  steps = progressive.train_steps(config.train.epochs, 60_000,
+  steps = progressive.train_steps(config.train.epochs,
+                                  config.data.splits.train.num_images,
                                   config.train.batch_size)
-  assert steps == 14_531
   stages = progressive.stage_schedule(config, steps, config.train.isize)
-  assert [s.image_size for s in stages] == [48, 56, 64]
-  assert [s.ram for s in stages] == pytest.approx([5.0, 7.5, 10.0])
-  assert [s.max_steps for s in stages] == [4843, 9687, 14_531]
-  assert config.eval.isize == 64 and config.data.augname == 'ft_randaug'
-  assert config.model.dropout_rate == 0 and config.model.survival_prob == 1.0
-  assert config.data.ra_num_layers == 1
-  # The eleventh run: no Invert / Solarize / SolarizeAdd, black fill.
-  assert set(autoaugment.RANDAUGMENT_OPS) - set(config.data.ra_ops) == {
-      'Invert', 'Solarize', 'SolarizeAdd'}
-  assert len(config.data.ra_ops) == 13 and config.data.aug_fill == 0
+  sizes = [s.image_size for s in stages]
+  magnitudes = [s.ram for s in stages]
+  assert len(stages) == config.train.stages > 1
+  # Each stage trains on larger images with stronger RandAugment, ending
+  # at the eval size and the configured magnitude after the last step.
+  assert sizes == sorted(set(sizes)) and sizes[-1] == config.eval.isize
+  assert magnitudes == sorted(set(magnitudes))
+  assert magnitudes[-1] == config.data.ram
+  assert stages[-1].max_steps == steps
+
+
+@pytest.mark.parametrize('magnitude', [0, 5, 10])
+def test_registered_fashion_mnist_ops_keep_the_black_background(magnitude):
+  # Fashion-MNIST images are objects on black: the default draws no op
+  # that inverts the image or grays its background, and fills with black.
+  config = main.build_config('efficientnetv2-b0', 'fashion_mnist', '')
+  black = tf.zeros([28, 28, 3], tf.uint8)
+  fill = autoaugment.fill_color(config.data.aug_fill)
+  for name in autoaugment.randaugment_op_names(config.data.ra_ops):
+    op = autoaugment.make_op(name, magnitude, config.data.translate_const,
+                             config.data.cutout_const, fill)
+    for seed in range(3):
+      out = op(black, tf.constant([seed, 1], tf.int64)).numpy()
+      assert not out.any(), (name, magnitude, out.max())
 
 
 def test_parallel_calls_from_the_config_and_bad_values():
-  from automl_effnetv2 import main
   default = main.build_config('efficientnetv2-b0', 'fashion_mnist', '')
   assert default.data.parallel_calls is None  # Upstream's AUTOTUNE.
   inp = datasets.build_dataset_input(True, 32, None, None, None, default.data)
@@ -198,15 +205,17 @@ def test_wrong_count_is_reported(fashion_copy, tmp_path):
 @pytest.mark.parametrize('name', TFDS_DATASETS)
 def test_tfds_datasets_build_train_and_eval_with_mixing(name):
   cls = datasets.get_dataset_class(name)
+  # Fashion-MNIST would read the local files; 'tfds' takes tfds' path.
+  options = dict(data_dir='tfds') if name == 'fashion_mnist' else {}
   with tfds.testing.mock_data(num_examples=16):
     train = cls(is_training=True, image_size=32, augname='randaug',
-                mixup_alpha=0.2, cutmix_alpha=0.2)
+                mixup_alpha=0.2, cutmix_alpha=0.2, **options)
     images, labels = next(iter(train.dataset(8)))
     assert images.shape == (8, 32, 32, 3)
     assert labels.shape == (8, cls.cfg.num_classes)
     # Mixed labels: some rows hold two classes.
     assert (labels.numpy() > 0).sum(axis=1).max() == 2
-    evaluation = cls(is_training=False, image_size=32)
+    evaluation = cls(is_training=False, image_size=32, **options)
     images, _ = next(iter(evaluation.dataset(8)))
     assert images.shape == (8, 32, 32, 3)
 
@@ -329,18 +338,22 @@ def test_both_mixes_split_the_batch_in_halves():
     assert set(np.unique(mixed[i])).issubset({float(i), float(7 - (i - 4))})
 
 
-def test_dataset_training_configs_resolve_with_dataset_facts():
-  cfg = datasets.get_dataset_config('cifar10ft')
-  assert cfg.data.ds_name == 'cifar10' and cfg.train.stages == 0
-  assert cfg.data.num_classes == 10 and cfg.data.augname == 'ft'
-  assert cfg.data.splits.train.num_images == 50000
+@pytest.mark.parametrize('name', DATASET_CONFIGS)
+def test_every_dataset_config_assembles_with_its_datasets_facts(name):
+  cfg = datasets.get_dataset_config(name)
+  facts = datasets.get_dataset_class(cfg.data.ds_name).cfg
+  assert cfg.data.num_classes == facts.num_classes
+  assert cfg.data.splits.as_dict() == facts.splits.as_dict()
+  # Over the base config, as main.py assembles it: no unknown keys, and the
+  # model's head is sized for the dataset.
+  config = main.build_config('efficientnetv2-b0', name)
+  assert config.model.num_classes == facts.num_classes
 
 
 def test_ra_ops_and_fill_from_the_config_reach_the_pipeline(
     fashion_mnist_tfds_dir):
   # Only Invert, on the ft path: every training image's black corner
   # becomes white (+1 in [-1, 1]); eval images keep it black (-1).
-  from automl_effnetv2 import main
   config = main.build_config('efficientnetv2-b0', 'fashion_mnist',
                              'data.ra_ops=Invert,data.aug_fill=0')
   assert config.data.ra_ops == 'Invert' and config.data.aug_fill == 0

@@ -107,14 +107,3 @@ def test_registry_lookup_ignores_case_and_lists_names_on_error():
   with pytest.raises(hparams.ConfigError, match='sometestconfig'):
     hparams.lookup('sometestconfg')
 
-
-def test_base_config_keeps_upstream_defaults():
-  cfg = hparams.base_config
-  assert cfg.model.act_fn == 'silu'
-  assert (cfg.model.bn_momentum, cfg.model.bn_epsilon) == (0.9, 1e-3)
-  assert cfg.model.survival_prob == 0.8 and cfg.model.feature_size == 1280
-  assert cfg.train.batch_size == 4096 and cfg.train.ema_decay == 0.9999
-  assert cfg.train.weight_decay == 1e-5 and cfg.train.weight_decay_inc == 0
-  assert cfg.train.label_smoothing == 0.1 and cfg.train.stages == 0
-  assert cfg.data.ra_num_layers == 2 and cfg.data.ram == 15
-  assert cfg.data.ibase == 128

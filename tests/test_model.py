@@ -152,18 +152,26 @@ def test_fused_batch_norm_inference_matches_keras_and_changes_nothing():
 
 def test_fused_batch_norm_falls_back_where_the_kernel_cannot_run():
   import keras
-  keras_bn = keras.layers.BatchNormalization(momentum=0.9)
-  fused_bn = effnetv2_model.FusedBatchNormalization(momentum=0.9)
-  # A 3-D input is outside the fused kernel's NHWC contract: Keras' maths,
-  # biased moving variance included.
-  x = np.random.default_rng(2).normal(0, 1, (4, 3, 4)).astype('float32')
-  assert not fused_bn._can_fuse(x, None)  # pylint: disable=protected-access
-  np.testing.assert_allclose(fused_bn(x, training=True),
-                             keras_bn(x, training=True), atol=1e-5)
-  np.testing.assert_allclose(fused_bn.moving_variance,
-                             keras_bn.moving_variance, rtol=1e-6)
-  sync = effnetv2_model.FusedBatchNormalization(synchronized=True)
-  assert not sync._can_fuse(np.zeros((2, 3, 3, 4), 'float32'), None)  # pylint: disable=protected-access
+  # The fused kernel's mark is the Bessel-corrected moving variance; where
+  # it cannot run (a 3-D input, synchronized BN) the layer does Keras'
+  # maths, biased moving variance included.
+  rng = np.random.default_rng(2)
+  cases = [(rng.normal(0, 1, (4, 3, 4)).astype('float32'), {}),
+           (rng.normal(0, 1, (2, 3, 3, 4)).astype('float32'),
+            {'synchronized': True})]
+  for x, options in cases:
+    keras_bn = keras.layers.BatchNormalization(momentum=0.9, **options)
+    fused_bn = effnetv2_model.FusedBatchNormalization(momentum=0.9,
+                                                      **options)
+    np.testing.assert_allclose(fused_bn(x, training=True),
+                               keras_bn(x, training=True), atol=1e-5)
+    np.testing.assert_allclose(fused_bn.moving_variance,
+                               keras_bn.moving_variance, rtol=1e-6)
+  # The same 4-D batch through the fused kernel does move differently.
+  fused = effnetv2_model.FusedBatchNormalization(momentum=0.9)
+  fused(cases[1][0], training=True)
+  assert not np.allclose(fused.moving_variance, keras_bn.moving_variance,
+                         rtol=1e-6)
 
 
 def test_model_uses_fused_batch_norm_unless_synchronized():
