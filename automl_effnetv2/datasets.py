@@ -408,6 +408,10 @@ class CIFAR10Input(ImageNetInput):
     # the 128K one.
     return 16 * 1024 if self.cache else self.shuffle_buffer
 
+  @property
+  def is_fake(self) -> bool:
+    return False  # Upstream's tfds inputs have no fake mode.
+
   def make_source_dataset(self, pipeline_id: int, num_pipelines: int):
     ds = self.load_tfds().shard(num_pipelines, pipeline_id)
     return ds.map(

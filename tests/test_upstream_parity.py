@@ -254,6 +254,13 @@ def test_imagenet21k():  # ImagenetInputTest.test_imagenet21k
   assert not np.any(images.numpy())
 
 
+def test_only_tfrecord_inputs_have_a_fake_mode():
+  assert datasets.ImageNetInput(is_training=True, image_size=8,
+                                data_dir='null').is_fake
+  assert not datasets.CIFAR10Input(is_training=True, image_size=8,
+                                   data_dir='null').is_fake
+
+
 def test_dataset_config():  # DatasetConfigTest.test_dataset_config
   assert datasets.get_dataset_config('cifar10ft').data.ds_name == 'cifar10'
 
