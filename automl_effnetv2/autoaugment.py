@@ -17,6 +17,12 @@ Differences from upstream (docs/deviations.md):
   runs see exactly the images an uninterrupted run sees.
 - Contrast blends towards the mean gray level, as PIL does; upstream used
   pixel_count / 256 (a bug that made the target depend on image size).
+
+Kept on purpose: upstream compares uint8 pixels with Solarize's threshold
+int(level / 10 * 256), and TensorFlow converts a Python int to uint8 modulo
+256, so from level 10 up the threshold wraps (256 -> 0 inverts every pixel,
+384 -> 128). `solarize_wrap=False` (`data.solarize_wrap=false`) gives the
+intended op, where thresholds of 256 and more leave the image unchanged.
 """
 import functools
 import math
@@ -65,6 +71,13 @@ def invert(image):
 def solarize(image, threshold=128):
   """Inverts every pixel at or above the threshold."""
   return tf.where(tf.cast(image, tf.int32) < threshold, image, 255 - image)
+
+
+def solarize_threshold(level, wrap: bool = True) -> int:
+  """Upstream's threshold int(level / 10 * 256), wrapped modulo 256 as its
+  comparison with a uint8 image does (see the module docstring)."""
+  threshold = int(level / MAX_LEVEL * 256)
+  return threshold % 256 if wrap else threshold
 
 
 def solarize_add(image, addition=0, threshold=128):
@@ -229,12 +242,13 @@ def _enhance_factor(level):
 
 
 def make_op(name: str, level: float, translate_const: float,
-            cutout_const: float,
-            replace=REPLACE_GRAY) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+            cutout_const: float, replace=REPLACE_GRAY,
+            solarize_wrap: bool = True
+            ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
   """Returns `op(image, seed)` for a named op at a level, upstream's mapping.
 
   The seed only drives the random sign of rotate/shear/translate and the
-  position of cutout.
+  position of cutout. `solarize_wrap`: see `solarize_threshold`.
   """
   level = float(level)
   ratio = level / MAX_LEVEL
@@ -252,7 +266,8 @@ def make_op(name: str, level: float, translate_const: float,
   if name == 'Posterize':
     return lambda image, seed: posterize(image, int(ratio * 4))
   if name == 'Solarize':
-    return lambda image, seed: solarize(image, int(ratio * 256))
+    threshold = solarize_threshold(level, solarize_wrap)
+    return lambda image, seed: solarize(image, threshold)
   if name == 'SolarizeAdd':
     return lambda image, seed: solarize_add(image, int(ratio * 110))
   if name in ('Color', 'Contrast', 'Brightness', 'Sharpness'):
@@ -320,7 +335,7 @@ def policy_v0() -> List[List[Tuple[str, float, int]]]:
 def distort_image_with_autoaugment(image, seed, policy=None,
                                    translate_const=AUTOAUGMENT_CONSTS[0],
                                    cutout_const=AUTOAUGMENT_CONSTS[1],
-                                   replace=REPLACE_GRAY):
+                                   replace=REPLACE_GRAY, solarize_wrap=True):
   """Picks one sub-policy uniformly and applies each op with its probability."""
   policy = policy or policy_v0()
   choice_seed, ops_seed = split_seed(seed, 2)
@@ -333,7 +348,8 @@ def distort_image_with_autoaugment(image, seed, policy=None,
       for i, (name, prob, level) in enumerate(sub_policy):
         gate_seed, op_seed = split_seed(
             tf.random.experimental.stateless_fold_in(ops_seed, i), 2)
-        op = make_op(name, level, translate_const, cutout_const, replace)
+        op = make_op(name, level, translate_const, cutout_const, replace,
+                     solarize_wrap)
         out = tf.cond(_uniform(gate_seed) < prob,
                       lambda op=op, out=out: op(out, op_seed),
                       lambda out=out: out)
@@ -371,7 +387,8 @@ def fill_color(fill=None):
 def distort_image_with_randaugment(image, num_layers, magnitude, seed,
                                    translate_const=RANDAUGMENT_CONSTS[0],
                                    cutout_const=RANDAUGMENT_CONSTS[1],
-                                   ops=None, replace=REPLACE_GRAY):
+                                   ops=None, replace=REPLACE_GRAY,
+                                   solarize_wrap=True):
   """Applies `num_layers` ops, each drawn uniformly from `ops`, at `magnitude`.
 
   `ops` (names, None: upstream's 16) and `replace` (the fill colour) are port
@@ -379,7 +396,8 @@ def distort_image_with_randaugment(image, num_layers, magnitude, seed,
   upstream, the chosen op is always applied (its sampled probability is
   never used).
   """
-  ops = [make_op(name, magnitude, translate_const, cutout_const, replace)
+  ops = [make_op(name, magnitude, translate_const, cutout_const, replace,
+                 solarize_wrap)
          for name in randaugment_op_names(ops)]
   for layer in range(int(num_layers)):
     choice_seed, op_seed = split_seed(
@@ -393,11 +411,12 @@ def distort_image_with_randaugment(image, num_layers, magnitude, seed,
 
 def distort_image(image, augname: str, ra_num_layers: int, ra_magnitude: float,
                   seed, translate_const=None, cutout_const=None, ra_ops=None,
-                  fill=None):
+                  fill=None, solarize_wrap=True):
   """Upstream's dispatcher: 'autoaug', 'randaug' or 'ra_aa' (either, 50/50).
 
   `ra_ops` narrows RandAugment's op list, `fill` sets the colour uncovered
-  pixels get (port additions; None keeps upstream's 16 ops and gray).
+  pixels get (port additions; None keeps upstream's 16 ops and gray);
+  `solarize_wrap=False` makes Solarize's threshold stop wrapping at 256.
   """
   def consts(defaults):
     return (translate_const if translate_const is not None else defaults[0],
@@ -407,20 +426,22 @@ def distort_image(image, augname: str, ra_num_layers: int, ra_magnitude: float,
   if augname == 'autoaug':
     return distort_image_with_autoaugment(image, seed, None,
                                           *consts(AUTOAUGMENT_CONSTS),
-                                          replace=replace)
+                                          replace=replace,
+                                          solarize_wrap=solarize_wrap)
   if augname == 'randaug':
     return distort_image_with_randaugment(image, ra_num_layers, ra_magnitude,
                                           seed, *consts(RANDAUGMENT_CONSTS),
-                                          ops=ra_ops, replace=replace)
+                                          ops=ra_ops, replace=replace,
+                                          solarize_wrap=solarize_wrap)
   if augname == 'ra_aa':
     pick_seed, aug_seed = split_seed(seed, 2)
     return tf.cond(
         _uniform(pick_seed) < 0.5,
         lambda: distort_image(image, 'autoaug', ra_num_layers, ra_magnitude,
                               aug_seed, translate_const, cutout_const, ra_ops,
-                              fill),
+                              fill, solarize_wrap),
         lambda: distort_image(image, 'randaug', ra_num_layers, ra_magnitude,
                               aug_seed, translate_const, cutout_const, ra_ops,
-                              fill))
+                              fill, solarize_wrap))
   raise ValueError(registry.unknown_name_message(
       'augmentation', augname, ('autoaug', 'randaug', 'ra_aa')))

@@ -136,7 +136,8 @@ class ImageNetInput:
           trainval=dict(num_images=1_281_167, files='train*', slice=':'),
       ),
   )
-  shuffle_buffer = 16 * 1024
+  # Upstream's shuffle buffer (shuffle_size_k = 128): 131,072 examples.
+  shuffle_buffer = 128 * 1024
 
   def __init__(self, is_training: bool, image_size: int, image_dtype=None,
                data_dir: Optional[str] = None, split: Optional[str] = None,
@@ -146,7 +147,9 @@ class ImageNetInput:
                translate_const=None, cutout_const=None, ra_ops=None,
                aug_fill=None, seed: int = 0,
                tfds_data_dir: Optional[str] = None,
-               parallel_calls: Optional[int] = None):
+               parallel_calls: Optional[int] = None,
+               solarize_wrap: bool = True,
+               num_images: Optional[int] = None):
     if image_size < 1:
       raise ValueError(f'image_size must be positive, got {image_size}')
     self.is_training = is_training
@@ -169,6 +172,10 @@ class ImageNetInput:
                    autoaugment.randaugment_op_names(ra_ops))
     autoaugment.fill_color(aug_fill)
     self.aug_fill = aug_fill
+    self.solarize_wrap = solarize_wrap
+    # The run config's split size (upstream counts steps from it); it sets
+    # how many fake examples data_dir=null yields.
+    self._num_images = num_images
     self.seed = int(seed)
     self.tfds_data_dir = tfds_data_dir
     # None: tf.data's autotuner picks map parallelism and prefetch depth;
@@ -194,20 +201,33 @@ class ImageNetInput:
 
   @property
   def num_images(self) -> int:
-    return self.split_info['num_images']
+    return self._num_images or self.split_info['num_images']
 
   @property
   def num_classes(self) -> int:
     return self.cfg.num_classes
 
   # -- sources: (raw image, one-hot or multi-hot float label) ---------------
+  @property
+  def is_fake(self) -> bool:
+    """--data_dir=null: upstream's constant examples instead of files."""
+    return self.data_dir == 'null'
+
+  def fake_label(self):
+    """Upstream's label for fake examples: all zeros."""
+    return tf.zeros([self.num_classes], tf.float32)
+
+  def fake_dataset(self):
+    """Upstream's fake input: all-zero images, already at the output size
+    (they skip preprocessing), with `fake_label()`."""
+    logging.info('data_dir=null: fake all-zero images')
+    zeros = tf.zeros([self.image_size, self.image_size, 3], tf.float32)
+    return tf.data.Dataset.from_tensors((zeros, self.fake_label())).repeat(
+        self.num_images)
+
   def make_source_dataset(self, pipeline_id: int, num_pipelines: int):
-    if self.data_dir == 'null':
-      logging.info('data_dir=null: fake all-zero images')
-      zeros = tf.zeros([self.image_size, self.image_size, 3], tf.uint8)
-      label = tf.one_hot(0, self.num_classes)
-      return tf.data.Dataset.from_tensors((zeros, label)).repeat(
-          self.num_images)
+    if self.is_fake:
+      return self.fake_dataset()
     if not self.data_dir:
       raise DatasetError(
           f'{type(self).__name__} reads TFRecord files and needs --data_dir '
@@ -220,6 +240,11 @@ class ImageNetInput:
                          f"{self.split_info['slice']!r}); check --data_dir")
     ds = tf.data.Dataset.from_tensor_slices(files)
     ds = ds.shard(num_pipelines, pipeline_id)
+    if self.is_training:
+      # Upstream reads the files in a new order every epoch; seeded here,
+      # so the order is a function of the run seed (exact resume).
+      ds = ds.shuffle(len(files), seed=self.seed + 104729 * pipeline_id,
+                      reshuffle_each_iteration=True)
     ds = ds.interleave(
         lambda f: tf.data.TFRecordDataset(f, buffer_size=8 * 1024 * 1024),
         cycle_length=4, num_parallel_calls=self.num_parallel_calls,
@@ -251,12 +276,15 @@ class ImageNetInput:
     return self.mixup_alpha, self.cutmix_alpha
 
   def _preprocess(self, image, seed):
+    if self.is_fake:
+      return image
     return preprocessing.preprocess_image(
         image, self.image_size, self.is_training, seed=seed,
         image_dtype=tf.float32, augname=self.augname,
         ra_num_layers=self.ra_num_layers, ra_magnitude=self.ra_magnitude,
         translate_const=self.translate_const, cutout_const=self.cutout_const,
-        ra_ops=self.ra_ops, aug_fill=self.aug_fill)
+        ra_ops=self.ra_ops, aug_fill=self.aug_fill,
+        solarize_wrap=self.solarize_wrap)
 
   def dataset(self, batch_size: int, input_context=None, start_step: int = 0):
     """A pipeline of (images [B, S, S, 3], labels [B, classes]) batches.
@@ -277,10 +305,13 @@ class ImageNetInput:
     start_batch = int(start_step) * batches_per_step
     ds = self.make_source_dataset(pipeline_id, num_pipelines)
     if self.is_training:
-      if self.cache:
+      if self.cache and not self.is_fake:
         ds = ds.cache()
-      ds = ds.shuffle(self.shuffle_buffer, seed=self.seed + 7919 * pipeline_id,
-                      reshuffle_each_iteration=True).repeat()
+      if not self.is_fake:  # Upstream does not shuffle identical examples.
+        ds = ds.shuffle(self.shuffle_buffer_size(),
+                        seed=self.seed + 7919 * pipeline_id,
+                        reshuffle_each_iteration=True)
+      ds = ds.repeat()
       ds = ds.enumerate().skip(start_batch * batch_size)
       ds = ds.map(
           lambda i, ex: (self._preprocess(
@@ -306,6 +337,9 @@ class ImageNetInput:
     options.autotune.enabled = self.autotune
     return ds.with_options(options)
 
+  def shuffle_buffer_size(self) -> int:
+    return self.shuffle_buffer
+
   def distribute_dataset_fn(self, global_batch_size: int, start_step: int = 0):
     """For `strategy.distribute_datasets_from_function`."""
     def dataset_fn(input_context):
@@ -329,6 +363,10 @@ class ImageNet21kInput(ImageNetInput):
           eval=dict(num_images=100_357, files='imagenet21k*', slice=':16'),
       ),
   ))
+
+  def fake_label(self):
+    """Upstream's fake multi-hot label: classes 2 and 3."""
+    return tf.reduce_sum(tf.one_hot([2, 3], self.num_classes), axis=0)
 
   def parse_record(self, record):
     features = tf.io.parse_single_example(record, {
@@ -363,6 +401,15 @@ class CIFAR10Input(ImageNetInput):
                      split=self.split_info['tfds_split'],
                      data_dir=self.data_dir or self.tfds_data_dir,
                      shuffle_files=False, try_gcs=self.cfg.try_gcs)
+
+  def shuffle_buffer_size(self) -> int:
+    # Upstream shuffles cached tfds inputs with a 16K buffer, others with
+    # the 128K one.
+    return 16 * 1024 if self.cache else self.shuffle_buffer
+
+  @property
+  def is_fake(self) -> bool:
+    return False  # Upstream's tfds inputs have no fake mode.
 
   def make_source_dataset(self, pipeline_id: int, num_pipelines: int):
     ds = self.load_tfds().shard(num_pipelines, pipeline_id)
@@ -484,6 +531,8 @@ def build_dataset_input(is_training, image_size, image_dtype, data_dir, split,
                         data_config, seed=0):
   """An Input for `data_config.ds_name` with the config's augmentation."""
   ds_cls = get_dataset_class(data_config.ds_name)
+  split_info = data_config.splits.get(
+      split or ('train' if is_training else 'eval')) or {}
   return ds_cls(
       is_training=is_training,
       image_size=image_size,
@@ -502,7 +551,9 @@ def build_dataset_input(is_training, image_size, image_dtype, data_dir, split,
       aug_fill=data_config.get('aug_fill'),
       seed=seed,
       tfds_data_dir=data_config.get('tfds_data_dir'),
-      parallel_calls=data_config.get('parallel_calls'))
+      parallel_calls=data_config.get('parallel_calls'),
+      solarize_wrap=data_config.get('solarize_wrap', True),
+      num_images=split_info.get('num_images'))
 
 
 # -- training configs ---------------------------------------------------------

@@ -11,8 +11,9 @@ Two things differ in form, not in numbers (docs/deviations.md):
 - The model is a functional Keras model taking any image size (H, W >= 32),
   returning logits only (upstream also returned reduction endpoints).
 - The head dropout rate and the stochastic-depth survival probability live in
-  non-trainable variables, so progressive learning can change them between
-  stages without rebuilding or retracing the model.
+  `tf.Variable`s outside Keras' weights, so progressive learning can change
+  them between stages without rebuilding or retracing the model, while
+  `count_params()` stays upstream's.
 Two layers keep Keras' weights but pick faster kernels on CPU:
 `FusedBatchNormalization` and `DepthwiseConv2D` (its kernel gradient on
 small maps).
@@ -23,7 +24,6 @@ import sys
 from typing import Optional
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from automl_effnetv2 import effnetv2_configs
@@ -93,6 +93,84 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
       self.moving_mean.assign(mean)
       self.moving_variance.assign(variance)
     return tf.cast(outputs, self.compute_dtype)
+
+
+TPU_BN_MAX_GROUP_SIZE = 8  # upstream: statistics over at most 8 replicas
+
+
+def replica_groups(num_replicas: int,
+                   max_group_size: int = TPU_BN_MAX_GROUP_SIZE):
+  """Upstream's tpu_bn group assignment: consecutive replicas in groups of
+  min(max_group_size, num_replicas); a count that does not divide is an
+  error, as upstream's cross_replica_mean."""
+  size = min(max_group_size, num_replicas)
+  if size < 1 or num_replicas % size:
+    raise ValueError(f'{num_replicas} replicas do not split into groups of '
+                     f'{size} for tpu_bn; use a multiple of {size} replicas '
+                     "or model.bn_type='sync_bn'")
+  return [list(range(start, start + size))
+          for start in range(0, num_replicas, size)]
+
+
+def grouped_replica_mean(value, replica_id, groups, all_reduce_sum):
+  """The mean of `value` over the replicas of `replica_id`'s group.
+
+  `all_reduce_sum` sums a tensor over all replicas. With several groups each
+  replica sends its value in its group's row of a [groups, ...] tensor, so
+  one sum over all replicas yields every group's sum.
+  """
+  size = len(groups[0])
+  if len(groups) == 1:
+    return all_reduce_sum(value) / size
+  group = replica_id // size
+  rows = tf.one_hot(group, len(groups), dtype=value.dtype)
+  rows = tf.reshape(rows, [len(groups)] + [1] * len(value.shape))
+  return tf.gather(all_reduce_sum(rows * value[None]), group) / size
+
+
+class TpuBatchNormalization(keras.layers.BatchNormalization):
+  """Upstream's `tpu_bn`: batch statistics averaged over groups of replicas.
+
+  Each replica's mean and E[x^2] are averaged over groups of at most 8
+  consecutive replicas (`replica_groups`), and the variance is
+  E[x^2] - E[x]^2 of the group, as upstream's utils.TpuBatchNormalization.
+  Like upstream's (which cannot be fused), the moving variance takes this
+  biased variance. On TPU the group sums are TPU's grouped cross-replica sum;
+  under other strategies one all-reduce (`grouped_replica_mean`). Outside a
+  multi-replica context it is plain batch normalization.
+  """
+
+  def _moments(self, inputs, mask):
+    mean, variance = super()._moments(inputs, mask)
+    context = tf.distribute.get_replica_context()
+    num_replicas = context.num_replicas_in_sync if context else 1
+    if num_replicas <= 1:
+      return mean, variance
+    groups = replica_groups(num_replicas)
+    if isinstance(context.strategy, tf.distribute.TPUStrategy):
+      size = len(groups[0])
+      group_mean = lambda t: tf.compat.v1.tpu.cross_replica_sum(  # pylint: disable=g-long-lambda
+          t, groups if len(groups) > 1 else None) / size
+    else:
+      replica_id = context.replica_id_in_sync_group
+      group_mean = lambda t: grouped_replica_mean(  # pylint: disable=g-long-lambda
+          t, replica_id, groups,
+          lambda x: context.all_reduce(tf.distribute.ReduceOp.SUM, x))
+    return group_moments(mean, variance, group_mean)
+
+
+def group_moments(shard_mean, shard_variance, group_mean):
+  """(mean, variance) of a group from each member's own moments:
+  Var = E[x^2] - E[x]^2 with both expectations averaged by `group_mean`."""
+  mean_of_square = shard_variance + tf.square(shard_mean)
+  mean = group_mean(shard_mean)
+  return mean, group_mean(mean_of_square) - tf.square(mean)
+
+
+def bn_type_for(bn_type, on_tpu: bool):
+  """Upstream's main.py switches to the cross-replica BN on TPU unless the
+  config names a normalization."""
+  return bn_type or ('tpu_bn' if on_tpu else None)
 
 
 def depthwise_kernel_grad_by_taps(inputs, grad_outputs, kernel_size: int,
@@ -191,24 +269,30 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
     return dict(super().get_config(), small_map_grad=self.small_map_grad)
 
 
+def _schedule_variable(value, name):
+  """A float32 scalar that a stage can rewrite without retracing the model.
+
+  A plain `tf.Variable`, not a Keras weight: Keras leaves it out of
+  `count_params()`, `summary()` and weight files, so parameter counts are
+  upstream's, while `tf.train.Checkpoint` still saves it with the layer that
+  holds it (under the attribute name, as when it was a Keras weight).
+  """
+  return tf.Variable(float(value), trainable=False, dtype=tf.float32,
+                     name=name)
+
+
 class StochasticDepth(keras.layers.Layer):
   """Drops the residual branch per example with probability 1 - survival_prob.
 
   Kept branches are divided by survival_prob at training time (upstream's
   drop_connect), so inference is the identity. The probability is a
-  non-trainable variable that `EffNetV2Model.set_survival_prob` rewrites.
+  schedule variable that `EffNetV2Model.set_survival_prob` rewrites.
   """
 
   def __init__(self, survival_prob=1.0, seed=None, **kwargs):
     super().__init__(**kwargs)
-    self._initial_survival_prob = float(survival_prob)
+    self.survival_prob = _schedule_variable(survival_prob, 'survival_prob')
     self.seed_generator = keras.random.SeedGenerator(seed)
-
-  def build(self, input_shape):
-    self.survival_prob = self.add_weight(
-        name='survival_prob', shape=(),
-        initializer=keras.initializers.Constant(self._initial_survival_prob),
-        trainable=False, dtype='float32')
 
   def call(self, inputs, training=None):
     if not training:
@@ -220,20 +304,18 @@ class StochasticDepth(keras.layers.Layer):
     keep = tf.floor(prob + noise)
     return inputs / prob * keep
 
+  def get_config(self):
+    return dict(super().get_config(),
+                survival_prob=float(self.survival_prob.numpy()))
+
 
 class ScheduledDropout(keras.layers.Layer):
-  """Dropout whose rate is a non-trainable variable (rate 0 is the identity)."""
+  """Dropout whose rate is a schedule variable (rate 0 is the identity)."""
 
   def __init__(self, rate=0.0, seed=None, **kwargs):
     super().__init__(**kwargs)
-    self._initial_rate = float(rate)
+    self.rate = _schedule_variable(rate, 'rate')
     self.seed_generator = keras.random.SeedGenerator(seed)
-
-  def build(self, input_shape):
-    self.rate = self.add_weight(
-        name='rate', shape=(),
-        initializer=keras.initializers.Constant(self._initial_rate),
-        trainable=False, dtype='float32')
 
   def call(self, inputs, training=None):
     if not training:
@@ -242,6 +324,9 @@ class ScheduledDropout(keras.layers.Layer):
     noise = keras.random.uniform(
         tf.shape(inputs), seed=self.seed_generator, dtype=inputs.dtype)
     return inputs / keep_prob * tf.floor(keep_prob + noise)
+
+  def get_config(self):
+    return dict(super().get_config(), rate=float(self.rate.numpy()))
 
 
 def round_filters(filters: int, mconfig, skip: bool = False) -> int:
@@ -316,11 +401,14 @@ class _Builder:
     if bn_type == 'gn':
       return keras.layers.GroupNormalization(
           groups=m.gn_groups, epsilon=m.bn_epsilon, name=name)
+    if bn_type == 'tpu_bn':
+      return TpuBatchNormalization(
+          momentum=m.bn_momentum, epsilon=m.bn_epsilon, name=name)
     layer = (FusedBatchNormalization if m.get('fused_bn', True)
              else keras.layers.BatchNormalization)
     return layer(
         momentum=m.bn_momentum, epsilon=m.bn_epsilon,
-        synchronized=bn_type in ('tpu_bn', 'sync_bn'), name=name)
+        synchronized=bn_type == 'sync_bn', name=name)
 
   def activation(self, x, name):
     return keras.layers.Activation(self.act, name=name)(x)
@@ -492,13 +580,3 @@ def get_model(model_name: str, num_classes: Optional[int] = None,
   if num_classes is not None:
     overrides.update({'num_classes': num_classes})
   return EffNetV2Model(model_name, overrides.as_dict())
-
-
-def count_params(model) -> int:
-  return int(sum(np.prod(w.shape) for w in model.trainable_weights) +
-             sum(np.prod(w.shape) for w in model.non_trainable_weights
-                 if not _is_schedule_variable(w)))
-
-
-def _is_schedule_variable(variable) -> bool:
-  return variable.path.endswith(('/survival_prob', '/rate'))

@@ -253,6 +253,39 @@ def _to_plain(value):
   return value
 
 
+# -- upstream keys this port accepts but does not use -------------------------
+# Kept in base_config so that upstream's config files and override strings
+# merge; setting one changes nothing here, and `ignored_keys_set` names them.
+IGNORED_UPSTREAM_KEYS = {
+    'model.local_pooling': 'an export detail; the same average as global '
+                           'pooling',
+    'train.ft_init_ema': 'ft_init_ckpt is a Keras weights file, already the '
+                         'EMA weights when exported by this port',
+    'data.try_gcs': "upstream also reads the dataset class's own setting",
+    'data.resize': 'unused upstream too',
+    'runtime.iterations_per_loop': 'a TPUEstimator setting; see '
+                                   'runtime.log_step_count_steps and '
+                                   'runtime.save_checkpoints_steps',
+    'runtime.skip_host_call': 'a TPUEstimator setting',
+    'runtime.use_async_checkpointing': 'unused upstream too',
+}
+
+
+def _leaf(config, dotted_key):
+  node = config
+  for part in dotted_key.split('.'):
+    if not isinstance(node, Config) or part not in node:
+      return None
+    node = node[part]
+  return node
+
+
+def ignored_keys_set(config: 'Config', reference: 'Config') -> List[str]:
+  """The ignored upstream keys whose value differs from `reference`'s."""
+  return [key for key in IGNORED_UPSTREAM_KEYS
+          if _leaf(config, key) != _leaf(reference, key)]
+
+
 # -- registry -----------------------------------------------------------------
 # One table per prefix ('ds:' holds the dataset training configs).
 _REGISTRIES: Dict[str, registry.Registry] = {}
@@ -367,6 +400,7 @@ base_config = Config(
         multiclass=None,
         num_classes=1000,
         tfds_name=None,
+        try_gcs=False,
         tfds_split=None,
         splits=dict(
             train=dict(num_images=None, files=None, tfds_split=None,
@@ -390,6 +424,10 @@ base_config = Config(
         # Port addition: tf.data map parallelism; None lets the autotuner
         # choose (upstream's AUTOTUNE everywhere).
         parallel_calls=None,
+        # Port addition: True keeps upstream's Solarize threshold, which
+        # wraps modulo 256 from magnitude 10 up; False: thresholds >= 256
+        # leave the image unchanged (autoaugment.solarize_threshold).
+        solarize_wrap=True,
     ),
     runtime=dict(
         iterations_per_loop=1000,

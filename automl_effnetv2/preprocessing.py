@@ -39,13 +39,15 @@ def to_rgb(image):
 
 
 def _augment_uint8(image, augname, ra_num_layers, ra_magnitude, seed,
-                   translate_const, cutout_const, ra_ops, aug_fill):
+                   translate_const, cutout_const, ra_ops, aug_fill,
+                   solarize_wrap):
   """Runs AutoAugment/RandAugment on a float [0, 255] image."""
   dtype = image.dtype
   image = tf.cast(tf.clip_by_value(image, 0.0, 255.0), tf.uint8)
   image = autoaugment.distort_image(image, augname, ra_num_layers,
                                     ra_magnitude, seed, translate_const,
-                                    cutout_const, ra_ops, aug_fill)
+                                    cutout_const, ra_ops, aug_fill,
+                                    solarize_wrap)
   return tf.cast(image, dtype)
 
 
@@ -60,22 +62,38 @@ def random_crop(image, seed, area_range=(0.05, 1.0), min_object_covered=0.0,
   return tf.slice(image, begin, size)
 
 
-def center_crop(image, image_size):
-  """Crops the centre square of side size/(size+32) * min(H, W)."""
+def center_crop(image, image_size, legacy=False):
+  """Crops the centre square of side size/(size+32) * min(H, W).
+
+  Upstream's two paths place it differently when H - crop is odd:
+  preprocessing.py at (H - crop) // 2, the V1 path (`legacy`) at
+  (H - crop + 1) // 2.
+  """
   shape = tf.shape(image)
   height, width = shape[0], shape[1]
   ratio = image_size / (image_size + 32)
   crop = tf.cast(ratio * tf.cast(tf.minimum(height, width), tf.float32),
                  tf.int32)
   crop = tf.maximum(crop, 1)
-  return tf.image.crop_to_bounding_box(image, (height - crop) // 2,
-                                       (width - crop) // 2, crop, crop)
+  round_up = 1 if legacy else 0
+  return tf.image.crop_to_bounding_box(image, (height - crop + round_up) // 2,
+                                       (width - crop + round_up) // 2, crop,
+                                       crop)
+
+
+def legacy_resize(image, image_size):
+  """The V1 path's resize: TF1's tf.image.resize_bicubic (no half-pixel
+  centres, cubic coefficient -0.75), which tf.image.resize's 'bicubic' is
+  not. The kernel is called directly; the TF1 wrapper logs a deprecation."""
+  return tf.raw_ops.ResizeBicubic(
+      images=image[None], size=[image_size, image_size], align_corners=False,
+      half_pixel_centers=False)[0]
 
 
 def preprocess_for_train(image, image_size, seed, augname=None,
                          ra_num_layers=2, ra_magnitude=15,
                          translate_const=None, cutout_const=None, ra_ops=None,
-                         aug_fill=None):
+                         aug_fill=None, solarize_wrap=True):
   """Random crop, resize, flip, augmentation; float in [0, 255]."""
   crop_seed, flip_seed, aug_seed = autoaugment.split_seed(seed, 3)
   image = random_crop(image, crop_seed)
@@ -84,7 +102,7 @@ def preprocess_for_train(image, image_size, seed, augname=None,
   if augname:
     image = _augment_uint8(image, augname, ra_num_layers, ra_magnitude,
                            aug_seed, translate_const, cutout_const, ra_ops,
-                           aug_fill)
+                           aug_fill, solarize_wrap)
   return image
 
 
@@ -98,7 +116,7 @@ def preprocess_for_eval(image, image_size):
 def preprocess_for_finetune(image, image_size, is_training, seed, augname,
                             ra_num_layers=2, ra_magnitude=15,
                             translate_const=None, cutout_const=None,
-                            ra_ops=None, aug_fill=None):
+                            ra_ops=None, aug_fill=None, solarize_wrap=True):
   """Upstream's 'ft' path; output in [-1, 1]."""
   mean, std = 0.5, 0.5
   image = (tf.cast(image, tf.float32) / 255.0 - mean) / std
@@ -112,7 +130,7 @@ def preprocess_for_finetune(image, image_size, is_training, seed, augname,
       pixels = (image * std + mean) * 255.0
       pixels = _augment_uint8(pixels, policy, ra_num_layers, ra_magnitude,
                               aug_seed, translate_const, cutout_const, ra_ops,
-                              aug_fill)
+                              aug_fill, solarize_wrap)
       image = (pixels / 255.0 - mean) / std
   if augname == 'ft' or 'cutout' in augname:
     # Upstream fills the hole with uniform noise in [0, 1).
@@ -123,8 +141,14 @@ def preprocess_for_finetune(image, image_size, is_training, seed, augname,
 
 def preprocess_legacy(image, image_size, is_training, seed, augname=None,
                       ra_num_layers=2, ra_magnitude=15, translate_const=None,
-                      cutout_const=None, ra_ops=None, aug_fill=None):
-  """EfficientNet V1's path, on decoded images; ImageNet-normalized output."""
+                      cutout_const=None, ra_ops=None, aug_fill=None,
+                      solarize_wrap=True):
+  """EfficientNet V1's path, on decoded images; ImageNet-normalized output.
+
+  Crops, resize and normalization are upstream's preprocess_legacy.py;
+  it read them straight from JPEG bytes (decode_and_crop_jpeg), here the
+  image is decoded first and cropped, which gives the same pixels.
+  """
   if is_training:
     crop_seed, flip_seed, aug_seed = autoaugment.split_seed(seed, 3)
     cropped = random_crop(image, crop_seed, area_range=(0.08, 1.0),
@@ -133,17 +157,18 @@ def preprocess_legacy(image, image_size, is_training, seed, augname=None,
                           max_attempts=10)
     # V1 falls back to the centre crop when sampling returned the full image.
     unchanged = tf.reduce_all(tf.equal(tf.shape(cropped), tf.shape(image)))
-    image = tf.cond(unchanged, lambda: center_crop(image, image_size),
+    image = tf.cond(unchanged,
+                    lambda: center_crop(image, image_size, legacy=True),
                     lambda: cropped)
-    image = tf.image.resize(image, [image_size, image_size], 'bicubic')
+    image = legacy_resize(image, image_size)
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     if augname:
       image = _augment_uint8(image, augname, ra_num_layers, ra_magnitude,
                              aug_seed, translate_const, cutout_const, ra_ops,
-                             aug_fill)
+                             aug_fill, solarize_wrap)
   else:
-    image = tf.image.resize(center_crop(image, image_size),
-                            [image_size, image_size], 'bicubic')
+    image = legacy_resize(center_crop(image, image_size, legacy=True),
+                          image_size)
   image = tf.cast(image, tf.float32)
   return (image - IMAGENET_MEAN_RGB) / IMAGENET_STDDEV_RGB
 
@@ -151,7 +176,7 @@ def preprocess_legacy(image, image_size, is_training, seed, augname=None,
 def preprocess_image(image, image_size, is_training, seed=None,
                      image_dtype=None, augname=None, ra_num_layers=2,
                      ra_magnitude=15, translate_const=None, cutout_const=None,
-                     ra_ops=None, aug_fill=None):
+                     ra_ops=None, aug_fill=None, solarize_wrap=True):
   """Preprocesses one image for training or evaluation.
 
   Args:
@@ -167,6 +192,8 @@ def preprocess_image(image, image_size, is_training, seed=None,
     ra_ops: RandAugment op names to draw from (None: upstream's 16).
     aug_fill: pixel value that geometric ops and cutout leave behind (None:
       upstream's gray 128).
+    solarize_wrap: Solarize's threshold wraps modulo 256 as upstream's does
+      (autoaugment.solarize_threshold); False: the intended op.
 
   Returns:
     A [image_size, image_size, 3] image; [-1, 1] for the default and ft paths.
@@ -176,7 +203,8 @@ def preprocess_image(image, image_size, is_training, seed=None,
   image = to_rgb(image)
   options = dict(ra_num_layers=ra_num_layers, ra_magnitude=ra_magnitude,
                  translate_const=translate_const, cutout_const=cutout_const,
-                 ra_ops=ra_ops, aug_fill=aug_fill)
+                 ra_ops=ra_ops, aug_fill=aug_fill,
+                 solarize_wrap=solarize_wrap)
   if augname and augname.startswith('effnetv1_'):
     out = preprocess_legacy(image, image_size, is_training, seed,
                             augname[len('effnetv1_'):], **options)

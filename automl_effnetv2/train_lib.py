@@ -34,6 +34,9 @@ from automl_effnetv2 import strategy_choice
 from automl_effnetv2 import utils
 
 STRATEGIES = strategy_choice.STRATEGIES
+# runtime.strategy values of upstream's main_tf2.py (default 'tpu'): 'gpus'
+# mirrors over all GPUs, anything else but 'tpu' runs on one device.
+UPSTREAM_STRATEGIES = {'gpus': 'mirrored', 'gpu': 'one_device', None: 'auto'}
 CONFIG_FILE = 'config.yaml'
 METRICS_FILE = 'metrics.json'
 
@@ -53,6 +56,7 @@ class TrainingError(RuntimeError):
 # -- strategy -----------------------------------------------------------------
 def build_strategy(name: str = 'auto', tpu: Optional[str] = None):
   """A tf.distribute strategy by name; 'auto' as strategy_choice decides."""
+  name = UPSTREAM_STRATEGIES.get(name, name)
   registry.check_name('strategy', name, STRATEGIES)
   if name == 'auto':
     name = strategy_choice.choose_strategy(
@@ -84,8 +88,14 @@ def flatten(tree, prefix='') -> Dict[str, object]:
 
 def config_differences(saved: dict, current: dict,
                        ignore_prefixes=('runtime.',)) -> List[str]:
-  """Keys whose values differ, outside the runtime section."""
+  """Keys whose values differ, outside the runtime section.
+
+  A key the saved config lacks counts as its base_config default: it was
+  added to base_config after that run started.
+  """
   a, b = flatten(saved), flatten(current)
+  defaults = flatten(hparams.base_config.as_dict())
+  a.update({k: defaults[k] for k in b if k not in a and k in defaults})
   return sorted(k for k in set(a) | set(b)
                 if a.get(k) != b.get(k) and not k.startswith(ignore_prefixes))
 
@@ -184,6 +194,9 @@ class Trainer:
     with self.strategy.scope():
       model_config = config.model.as_dict()
       model_config['num_classes'] = config.data.num_classes
+      model_config['bn_type'] = effnetv2_model.bn_type_for(
+          model_config['bn_type'], utils.detect_device_kind(
+              self.strategy) == 'TPU')
       self.model = effnetv2_model.EffNetV2Model(None, model_config)
       self.global_step = tf.Variable(
           0, dtype=tf.int64, trainable=False, name='global_step',

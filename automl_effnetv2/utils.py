@@ -164,6 +164,56 @@ def _tf_variable(variable):
   return variable.value if isinstance(variable, keras.Variable) else variable
 
 
+class TF1Momentum(keras.optimizers.Optimizer):
+  """TF1's MomentumOptimizer: accum = momentum * accum + grad,
+  var -= lr * accum (Nesterov: var -= lr * (grad + momentum * accum)).
+
+  Keras' SGD keeps velocity = momentum * velocity - lr * grad instead, which
+  folds each step's learning rate into the velocity: the two agree only
+  while the rate is constant, and upstream's rate changes every step during
+  warmup and decay. Runs TF1's fused ResourceApplyMomentum kernel where it
+  can, as TF1 did; `fused=False` composes the same update from Keras ops.
+  """
+
+  def __init__(self, learning_rate=0.01, momentum=0.9, nesterov=False,
+               fused: bool = True, name='TF1Momentum', **kwargs):
+    super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+    if not 0.0 <= momentum <= 1.0:
+      raise ValueError(f'momentum must be in [0, 1], got {momentum}')
+    self.momentum = momentum
+    self.nesterov = nesterov
+    self.fused = fused
+
+  def build(self, var_list):
+    if self.built:
+      return
+    super().build(var_list)
+    self._accumulations = self.add_optimizer_variables(var_list,
+                                                       'accumulation')
+
+  def update_step(self, gradient, variable, learning_rate):
+    accumulation = self._accumulations[self._get_variable_index(variable)]
+    dtype = variable.dtype
+    lr = tf.cast(learning_rate, dtype)
+    momentum = tf.cast(self.momentum, dtype)
+    gradient = tf.cast(gradient, dtype)
+    if (self.fused and hasattr(variable, 'handle') and
+        not isinstance(gradient, tf.IndexedSlices)):
+      tf.raw_ops.ResourceApplyMomentum(
+          var=variable.handle, accum=_tf_variable(accumulation).handle, lr=lr,
+          grad=gradient, momentum=momentum, use_locking=False,
+          use_nesterov=self.nesterov)
+      return
+    self.assign(accumulation, momentum * accumulation + gradient)
+    step = (gradient + momentum * accumulation if self.nesterov
+            else accumulation)
+    self.assign_sub(variable, lr * step)
+
+  def get_config(self):
+    return dict(super().get_config(), momentum=self.momentum,
+                nesterov=self.nesterov, fused=self.fused)
+
+
 OPTIMIZERS = ('rmsprop', 'sgd', 'momentum', 'adam')
 
 
@@ -176,7 +226,7 @@ def build_optimizer(optimizer_name='rmsprop', learning_rate=0.0, decay=0.9,
   if optimizer_name == 'sgd':
     return keras.optimizers.SGD(learning_rate=learning_rate)
   if optimizer_name == 'momentum':
-    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
+    return TF1Momentum(learning_rate=learning_rate, momentum=momentum)
   if optimizer_name == 'adam':
     # TF1 AdamOptimizer defaults: beta 0.9 / 0.999, epsilon 1e-8.
     return keras.optimizers.Adam(learning_rate=learning_rate, epsilon=1e-8)

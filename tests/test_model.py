@@ -94,7 +94,7 @@ def test_unknown_model_key_is_a_clear_error():
 def test_v1_model_builds_with_mbconv_only():
   model = effnetv2_model.get_model('efficientnet-b0', num_classes=1000)
   # EfficientNet-B0 has 5.3M parameters (Tan & Le 2019, Table 2).
-  assert abs(effnetv2_model.count_params(model) / 1e6 - 5.3) < 0.05
+  assert abs(model.count_params() / 1e6 - 5.3) < 0.05
 
 
 def _bn_pair(momentum=0.9, channels=4):
