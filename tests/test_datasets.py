@@ -11,6 +11,8 @@ import tensorflow_datasets as tfds
 from automl_effnetv2 import autoaugment
 from automl_effnetv2 import datasets
 from automl_effnetv2 import local_data
+from automl_effnetv2 import progressive
+from automl_effnetv2 import run_config
 
 TFDS_DATASETS = ['cifar10', 'cifar100', 'flowers', 'tfflowers', 'cars',
                  'imagenettfds']
@@ -94,26 +96,31 @@ def test_fixed_parallelism_gives_the_autotuned_stream(fashion_mnist_tfds_dir):
     np.testing.assert_array_equal(y1.numpy(), y2.numpy())
 
 
-def test_registered_fashion_mnist_run_is_the_measured_one():
-  # docs/results.md's default run: 31 epochs, stages at 48 / 56 / 64 px,
-  # no head dropout, no stochastic depth, one RandAugment op per image.
-  from automl_effnetv2 import main
-  from automl_effnetv2 import progressive
-  config = main.build_config('efficientnetv2-b0', 'fashion_mnist', '')
+def test_fashion_mnist_recipe_stages_rise_to_the_eval_size():
+  config = run_config.build_config('efficientnetv2-b0', 'fashion_mnist')
   steps = progressive.train_steps(config.train.epochs, 60_000,
                                   config.train.batch_size)
-  assert steps == 14_531
   stages = progressive.stage_schedule(config, steps, config.train.isize)
-  assert [s.image_size for s in stages] == [48, 56, 64]
-  assert [s.ram for s in stages] == pytest.approx([5.0, 7.5, 10.0])
-  assert [s.max_steps for s in stages] == [4843, 9687, 14_531]
-  assert config.eval.isize == 64 and config.data.augname == 'ft_randaug'
-  assert config.model.dropout_rate == 0 and config.model.survival_prob == 1.0
-  assert config.data.ra_num_layers == 1
-  # The eleventh run: no Invert / Solarize / SolarizeAdd, black fill.
-  assert set(autoaugment.RANDAUGMENT_OPS) - set(config.data.ra_ops) == {
-      'Invert', 'Solarize', 'SolarizeAdd'}
-  assert len(config.data.ra_ops) == 13 and config.data.aug_fill == 0
+  assert len(stages) == config.train.stages > 1
+  sizes = [s.image_size for s in stages]
+  assert all(a < b for a, b in zip(sizes, sizes[1:]))
+  assert sizes[-1] == config.train.isize == config.eval.isize
+  # RandAugment is the regularization that grows: from upstream's 5 up to
+  # data.ram in the last stage.
+  rams = [s.ram for s in stages]
+  assert all(a < b for a, b in zip(rams, rams[1:]))
+  assert rams[0] == 5 and rams[-1] == config.data.ram
+  assert stages[-1].max_steps == steps
+  assert 'randaug' in config.data.augname  # ram drives RandAugment.
+
+
+def test_fashion_mnist_recipe_draws_upstreams_ops_less_the_inverting_ones():
+  config = run_config.build_config('efficientnetv2-b0', 'fashion_mnist')
+  # In upstream's order: an op's index decides which draws pick it.
+  assert config.data.ra_ops == [
+      op for op in autoaugment.RANDAUGMENT_OPS
+      if op not in ('Invert', 'Solarize', 'SolarizeAdd')]
+  assert config.data.aug_fill == 0  # The images' black background.
 
 
 def test_parallel_calls_from_the_config_and_bad_values():
