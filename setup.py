@@ -19,6 +19,8 @@ setuptools.setup(
                  'progressive-learning ablations'),
     packages=setuptools.find_packages(include=['automl_effnetv2',
                                                'automl_effnetv2.*']),
+    # The training recipes are data files that the package reads at import.
+    package_data={'automl_effnetv2.recipes': ['*.yaml']},
     python_requires='>=3.10',
     install_requires=[
         'absl-py>=1.0',

@@ -12,8 +12,8 @@ from automl_effnetv2 import autoaugment
 from automl_effnetv2 import datasets
 from automl_effnetv2 import hparams
 from automl_effnetv2 import local_data
-from automl_effnetv2 import main
 from automl_effnetv2 import progressive
+from automl_effnetv2 import run_config
 
 # Every registered input read through tfds (the rest read TFRecords).
 TFDS_DATASETS = sorted(name for name, cls in datasets.dataset_classes().items()
@@ -93,7 +93,7 @@ def test_fixed_parallelism_gives_the_autotuned_stream(fashion_mnist_tfds_dir):
 
 
 def test_registered_fashion_mnist_run_grows_images_and_regularization():
-  config = main.build_config('efficientnetv2-b0', 'fashion_mnist', '')
+  config = run_config.build_config('efficientnetv2-b0', 'fashion_mnist')
   steps = progressive.train_steps(config.train.epochs,
                                   config.data.splits.train.num_images,
                                   config.train.batch_size)
@@ -113,7 +113,7 @@ def test_registered_fashion_mnist_run_grows_images_and_regularization():
 def test_registered_fashion_mnist_ops_keep_the_black_background(magnitude):
   # Fashion-MNIST images are objects on black: the default draws no op
   # that inverts the image or grays its background, and fills with black.
-  config = main.build_config('efficientnetv2-b0', 'fashion_mnist', '')
+  config = run_config.build_config('efficientnetv2-b0', 'fashion_mnist')
   black = tf.zeros([28, 28, 3], tf.uint8)
   fill = autoaugment.fill_color(config.data.aug_fill)
   for name in autoaugment.randaugment_op_names(config.data.ra_ops):
@@ -124,12 +124,21 @@ def test_registered_fashion_mnist_ops_keep_the_black_background(magnitude):
       assert not out.any(), (name, magnitude, out.max())
 
 
+def test_fashion_mnist_recipe_draws_upstreams_ops_less_the_inverting_ones():
+  config = run_config.build_config('efficientnetv2-b0', 'fashion_mnist')
+  # In upstream's order: an op's index decides which draws pick it.
+  assert config.data.ra_ops == [
+      op for op in autoaugment.RANDAUGMENT_OPS
+      if op not in ('Invert', 'Solarize', 'SolarizeAdd')]
+  assert config.data.aug_fill == 0  # The images' black background.
+
+
 def test_parallel_calls_from_the_config_and_bad_values():
-  default = main.build_config('efficientnetv2-b0', 'fashion_mnist', '')
+  default = run_config.build_config('efficientnetv2-b0', 'fashion_mnist', '')
   assert default.data.parallel_calls is None  # Upstream's AUTOTUNE.
   inp = datasets.build_dataset_input(True, 32, None, None, None, default.data)
   assert inp.num_parallel_calls == tf.data.AUTOTUNE
-  fixed = main.build_config('efficientnetv2-b0', 'fashion_mnist',
+  fixed = run_config.build_config('efficientnetv2-b0', 'fashion_mnist',
                             'data.parallel_calls=3')
   inp = datasets.build_dataset_input(True, 32, None, None, None, fixed.data)
   assert inp.num_parallel_calls == 3
@@ -346,7 +355,7 @@ def test_every_dataset_config_assembles_with_its_datasets_facts(name):
   assert cfg.data.splits.as_dict() == facts.splits.as_dict()
   # Over the base config, as main.py assembles it: no unknown keys, and the
   # model's head is sized for the dataset.
-  config = main.build_config('efficientnetv2-b0', name)
+  config = run_config.build_config('efficientnetv2-b0', name)
   assert config.model.num_classes == facts.num_classes
 
 
@@ -354,7 +363,7 @@ def test_ra_ops_and_fill_from_the_config_reach_the_pipeline(
     fashion_mnist_tfds_dir):
   # Only Invert, on the ft path: every training image's black corner
   # becomes white (+1 in [-1, 1]); eval images keep it black (-1).
-  config = main.build_config('efficientnetv2-b0', 'fashion_mnist',
+  config = run_config.build_config('efficientnetv2-b0', 'fashion_mnist',
                              'data.ra_ops=Invert,data.aug_fill=0')
   assert config.data.ra_ops == 'Invert' and config.data.aug_fill == 0
   config.data.tfds_data_dir = fashion_mnist_tfds_dir
@@ -366,7 +375,7 @@ def test_ra_ops_and_fill_from_the_config_reach_the_pipeline(
                                             config.data)
   images, _ = next(iter(evaluation.dataset(16)))
   np.testing.assert_allclose(images.numpy()[:, 0, 0, :], -1.0)
-  listed = main.build_config('efficientnetv2-b0', 'fashion_mnist',
+  listed = run_config.build_config('efficientnetv2-b0', 'fashion_mnist',
                              'data.ra_ops=Rotate|Cutout')
   assert listed.data.ra_ops == ['Rotate', 'Cutout']
 

@@ -18,6 +18,7 @@ import patchset  # noqa: E402  pylint: disable=g-import-not-at-top
 
 BASELINE_CHECKS = r'''
 import copy
+import os
 from absl import flags
 from automl_effnetv2 import datasets, hparams, main, progressive
 try:
@@ -25,12 +26,15 @@ try:
   raise SystemExit('baseline still has fashion_mnist')
 except datasets.DatasetError:
   pass
-for name in ('fashion_mnist', 'FashionMNISTFt'):
+for name in ('fashion_mnist', 'FashionMNISTFt', 'fashion_mnist_paper_range'):
   try:
     hparams.lookup(name, 'ds:')
     raise SystemExit(f'baseline still registers {name}')
   except hparams.ConfigError:
     pass
+recipe_dir = os.path.join(os.path.dirname(datasets.__file__), 'recipes')
+assert not os.path.exists(os.path.join(recipe_dir, 'fashion_mnist.yaml')), (
+    'baseline still has the fashion_mnist recipe')
 assert 'ablation' not in flags.FLAGS, 'baseline still has --ablation'
 assert not hasattr(progressive, 'ABLATIONS')
 config = main.build_config('efficientnetv2-b0', 'cifar10ft')

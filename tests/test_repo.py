@@ -40,12 +40,6 @@ def test_ci_runs_the_readme_test_command_verbatim():
   assert mode & stat.S_IXUSR
 
 
-def test_default_config_file_restates_the_registered_config():
-  path = os.path.join(REPO, 'configs', 'fashion_mnist_default.yaml')
-  with_file = main.build_config('efficientnetv2-b0', 'fashion_mnist', path)
-  assert with_file == main.build_config('efficientnetv2-b0', 'fashion_mnist')
-
-
 @pytest.mark.parametrize('mode', ['no_progressive', 'fixed_image_size',
                                   'fixed_regularization',
                                   'constant_weight_decay'])

@@ -1,0 +1,40 @@
+"""Training recipes kept as data: one YAML file per recipe, in this folder.
+
+A recipe holds a training config's tuned values, with the measurements that
+chose them as comments beside each value. Tuning a recipe is an edit to its
+file; the code that registers it (`datasets.py`) and the patch series that
+adds it stay as they are.
+
+`load('a', 'b')` reads `a.yaml` and overrides it with `b.yaml`. The later
+file may only change keys the earlier one has, so a variant lists just its
+differences and a misspelt key in it is refused instead of ignored.
+"""
+import os
+from typing import List
+
+from automl_effnetv2 import hparams
+
+RECIPE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def recipe_path(name: str) -> str:
+  return os.path.join(RECIPE_DIR, f'{name}.yaml')
+
+
+def recipe_names() -> List[str]:
+  return sorted(f[:-len('.yaml')] for f in os.listdir(RECIPE_DIR)
+                if f.endswith('.yaml'))
+
+
+def load(name: str, *variants: str) -> hparams.Config:
+  """The recipe `name`, overridden in order by each recipe in `variants`."""
+  for each in (name,) + variants:
+    if not os.path.isfile(recipe_path(each)):
+      # Only a broken installation gets here: the files ship with the code.
+      raise hparams.ConfigError(
+          f'recipe file {recipe_path(each)!r} is missing; reinstall the '
+          'package (setup.py installs automl_effnetv2/recipes/*.yaml)')
+  config = hparams.Config(hparams.load_yaml(recipe_path(name)))
+  for variant in variants:
+    config.override(recipe_path(variant))
+  return config
