@@ -12,7 +12,6 @@ checkpoint. The report (written after every run) is results.csv, results.md
 (eval top-1 against training time, one line per mode).
 """
 import csv
-import json
 import os
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ from absl import app
 from absl import flags
 
 from automl_effnetv2 import progressive
-from automl_effnetv2 import train_lib
+from automl_effnetv2.run_dir import read_metrics
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('dataset_cfg', 'fashion_mnist', 'Dataset training config.')
@@ -45,14 +44,6 @@ flags.DEFINE_string('output_dir', None, 'Where runs and the report go.')
 
 def run_dir(output_dir, mode, seed):
   return os.path.join(output_dir, mode, f'seed_{seed}')
-
-
-def read_metrics(model_dir) -> Dict:
-  path = os.path.join(model_dir, train_lib.METRICS_FILE)
-  if not os.path.exists(path):
-    return {}
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
 
 
 def is_finished(model_dir) -> bool:
