@@ -42,6 +42,7 @@ from absl import app
 from absl import flags
 
 from automl_effnetv2 import progressive
+from automl_effnetv2 import run_dir
 from automl_effnetv2 import study_report
 
 FLAGS = flags.FLAGS
@@ -150,8 +151,7 @@ def effective_schedule(config) -> Tuple[Tuple, ...]:
 
 
 def run_signature(config) -> Tuple:
-  from automl_effnetv2 import train_lib  # pylint: disable=g-import-not-at-top
-  flat = train_lib.flatten(config.as_dict())
+  flat = run_dir.flatten(config.as_dict())
   rest = tuple(sorted((k, repr(v)) for k, v in flat.items()
                       if k not in _CUT_KEYS))
   return effective_schedule(config), rest

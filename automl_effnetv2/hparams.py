@@ -444,5 +444,9 @@ base_config = Config(
         save_checkpoints_steps=500,
         tpu=None,
         jit_compile=False,  # XLA for the train step.
+        # Port addition: optimizer settings changed by --resume_from, one
+        # {step, resumed_from, changed} entry each, written by the trainer
+        # (a runtime key, so resuming never compares it).
+        config_changes=None,
     ),
 )

@@ -10,16 +10,25 @@ instead (md5, as published by the Fashion-MNIST authors), together with the
 IDX headers. tfds writes the prepared dataset to an `incomplete.*` folder and
 renames it only when complete, so an interrupted preparation leaves nothing
 that a later run would read.
+
+The prepared copy is tied to the files it came from: `prepared_from.json`
+beside it holds their folder, sizes, modification times and md5s. Every run
+compares the folder it is given with that record (a few `stat` calls); when
+anything differs, the files are checked in full again, so a missing folder or
+altered files are an error, never a silent run on the old copy.
 """
 import contextlib
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import struct
 import tempfile
 import zlib
 from typing import Dict, Optional
+
+SOURCE_RECORD = 'prepared_from.json'
 
 DEBIAN_FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
 INSTALL_HINT = (
@@ -55,9 +64,11 @@ def default_fashion_mnist_dir() -> Optional[str]:
   return None
 
 
-def verify_fashion_mnist_dir(folder: str):
+def verify_fashion_mnist_dir(folder: str) -> Dict[str, str]:
   """Checks presence, gzip integrity, IDX headers, counts and md5 of each file.
 
+  Returns:
+    {file name: md5 of its decompressed bytes}.
   Raises:
     DataFilesError: naming every problem found and how to fix it.
   """
@@ -65,6 +76,7 @@ def verify_fashion_mnist_dir(folder: str):
     raise DataFilesError(
         f'Fashion-MNIST folder {folder!r} does not exist: {INSTALL_HINT}')
   problems = []
+  checksums = {}
   for name, (md5, magic, count) in FASHION_MNIST_FILES.items():
     path = os.path.join(folder, name)
     if not os.path.isfile(path):
@@ -87,10 +99,64 @@ def verify_fashion_mnist_dir(folder: str):
     elif hashlib.md5(data).hexdigest() != md5:
       problems.append(f'{name} has md5 {hashlib.md5(data).hexdigest()} '
                       f'(decompressed), expected {md5}')
+    checksums[name] = hashlib.md5(data).hexdigest()
   if problems:
     raise DataFilesError(
         f'Fashion-MNIST files in {folder!r} are not usable: '
         f'{"; ".join(problems)}. Fix: {INSTALL_HINT}')
+  return checksums
+
+
+def _file_stats(folder: str) -> Optional[Dict[str, list]]:
+  """{name: [size, mtime_ns]} of the four files; None if one is missing."""
+  stats = {}
+  for name in FASHION_MNIST_FILES:
+    try:
+      found = os.stat(os.path.join(folder, name))
+    except OSError:
+      return None
+    stats[name] = [found.st_size, found.st_mtime_ns]
+  return stats
+
+
+def _read_source_record(prepared_dir: str) -> dict:
+  try:
+    with open(os.path.join(prepared_dir, SOURCE_RECORD), encoding='utf-8') as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}
+
+
+def _write_source_record(prepared_dir: str, folder: str, stats, checksums):
+  path = os.path.join(prepared_dir, SOURCE_RECORD)
+  tmp = f'{path}.{os.getpid()}.tmp'  # Runs sharing the copy may race here.
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump({'folder': os.path.realpath(folder), 'files': stats,
+               'md5': checksums}, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def check_source_of_prepared(prepared_dir: str, folder: str):
+  """Refuses a prepared copy whose source folder is gone or has changed.
+
+  Cheap when nothing changed (a stat per file); otherwise the files are
+  checked in full and, when they hold the same data, the record is renewed.
+  """
+  record = _read_source_record(prepared_dir)
+  stats = _file_stats(folder)
+  if (stats is not None and record.get('folder') == os.path.realpath(folder)
+      and record.get('files') == stats):
+    return
+  checksums = verify_fashion_mnist_dir(folder)
+  if record.get('md5') not in (None, checksums):
+    raise DataFilesError(
+        f'the prepared Fashion-MNIST copy in {prepared_dir!r} was made from '
+        f'other files than those in {folder!r}; delete {prepared_dir!r} to '
+        'prepare it again from them')
+  try:
+    _write_source_record(prepared_dir, folder, stats, checksums)
+  except OSError:  # A read-only shared copy: the full check runs each time.
+    pass
 
 
 @contextlib.contextmanager
@@ -118,8 +184,10 @@ def prepare_fashion_mnist(folder: str, tfds_data_dir: Optional[str] = None):
 
   builder = tfds.builder('fashion_mnist', data_dir=tfds_data_dir)
   if builder.is_prepared():
+    check_source_of_prepared(builder.data_dir, folder)
     return builder
-  verify_fashion_mnist_dir(folder)
+  checksums = verify_fashion_mnist_dir(folder)
+  stats = _file_stats(folder)
   tfds.disable_progress_bar()
   download_dir = tempfile.mkdtemp(prefix='fashion_mnist_copy_')
   try:
@@ -132,4 +200,5 @@ def prepare_fashion_mnist(folder: str, tfds_data_dir: Optional[str] = None):
               force_checksums_validation=False, register_checksums=False))
   finally:
     shutil.rmtree(download_dir, ignore_errors=True)
+  _write_source_record(builder.data_dir, folder, stats, checksums)
   return builder

@@ -1,15 +1,18 @@
 r"""Trains and evaluates EfficientNetV2 (upstream main.py, on TF2 / Keras 3).
 
   cd automl_effnetv2
-  python main.py --mode=train --dataset_cfg=fashion_mnist --model_dir=/tmp/fm
-  python main.py --mode=eval --dataset_cfg=fashion_mnist --model_dir=/tmp/fm
+  python main.py --mode=train --dataset_cfg=fashion_mnist
+  python main.py --mode=eval --dataset_cfg=fashion_mnist
 
 Or `python -m automl_effnetv2.main ...` from the repository root.
 
 The config is assembled in upstream's order: base, model (--model_name),
 dataset (--dataset_cfg), --hparam_str, --sweeps; it is saved as
-model_dir/config.yaml. Running the same command again resumes training.
+model_dir/config.yaml. --model_dir defaults to
+runs/<model_name>_<dataset_cfg> under the current directory. Running the same
+command again resumes training.
 """
+import errno
 import os
 import signal
 import sys
@@ -24,10 +27,12 @@ from absl import flags
 from absl import logging
 
 from automl_effnetv2 import datasets
+from automl_effnetv2 import divergence
 from automl_effnetv2 import export
 from automl_effnetv2 import hparams
 from automl_effnetv2 import local_data
 from automl_effnetv2 import progressive
+from automl_effnetv2 import run_dir
 from automl_effnetv2 import train_lib
 from automl_effnetv2.run_config import build_config  # pylint: disable=unused-import
 
@@ -54,7 +59,14 @@ flags.DEFINE_string('eval_name', None, 'Name of this evaluation in '
                     'metrics.json.')
 flags.DEFINE_bool('archive_ckpt', True, 'Keep the best checkpoint in '
                   'model_dir/archive.')
-flags.DEFINE_string('model_dir', None, 'Checkpoints, config and summaries.')
+flags.DEFINE_string('model_dir', None, 'Checkpoints, config and summaries '
+                    '(default: runs/<model_name>_<dataset_cfg> in the current '
+                    'directory, plus _<ablation> for an ablation).')
+flags.DEFINE_string('resume_from', None, 'Resume training from this '
+                    'checkpoint of model_dir (e.g. ckpt-1500) with changed '
+                    'optimizer settings (' +
+                    ', '.join(divergence.RESUMABLE_CHANGES) + '); the change '
+                    'is recorded in config.yaml.')
 flags.DEFINE_enum('mode', 'train', MODES, 'train: train (then evaluate once); '
                   'eval: evaluate the latest checkpoint; traineval: evaluate '
                   'after every stage; export: write SavedModel, .keras and '
@@ -70,57 +82,124 @@ flags.DEFINE_enum('strategy', None, train_lib.STRATEGIES, 'tf.distribute '
                   'strategy (default: runtime.strategy of the config).')
 
 
+def default_model_dir(model_name: str, dataset_cfg: str,
+                      ablation: str = 'none') -> str:
+  """runs/<model>_<dataset config>[_<ablation>]: one folder per experiment,
+  so that rerunning a command resumes it and ablation modes never mix."""
+  name = f'{model_name}_{dataset_cfg.lower()}'
+  if ablation and ablation != 'none':
+    name += f'_{ablation}'
+  return os.path.join('runs', name)
+
+
 def run(mode: str, config: hparams.Config, model_dir: str,
-        data_dir=None, strategy=None, archive_ckpt=True, eval_name=None):
-  """Runs one mode; returns the last metrics."""
+        data_dir=None, strategy=None, archive_ckpt=True, eval_name=None,
+        resume_from=None):
+  """Runs one mode; returns the last metrics.
+
+  Training holds model_dir's lock from the first write to the export.
+  Evaluation writes nothing while another process trains in the folder: it
+  prints its result and leaves metrics.json to the trainer.
+  """
   trainer = train_lib.Trainer(config, model_dir, strategy=strategy,
                               data_dir=data_dir)
   trainer.archive_ckpt = archive_ckpt
   trainer.eval_name = eval_name
-  if mode in ('eval', 'export'):
-    if not trainer.manager.latest_checkpoint:
-      raise train_lib.TrainingError(
-          f'no checkpoint in {model_dir} to '
-          f'{"evaluate" if mode == "eval" else mode}; train first '
-          '(--mode=train)')
-    trainer.check_saved_config()
+  if mode == 'eval':
+    return _evaluate(trainer)
+  if mode == 'export':
+    return _export(trainer)
+  trainer.check_inputs()
+  if config.train.ft_init_ckpt and not trainer.run_dir.checkpoints():
+    # Refuses weights that do not fit before anything is written.
     trainer.restore()
-    if mode == 'export':
-      return export.export_run(trainer)
-    return trainer.evaluate_and_record()
-  if config.train.ft_init_ckpt and not trainer.manager.latest_checkpoint:
-    # Refuses weights that do not fit before training writes into model_dir.
-    trainer.restore()
-  result = trainer.train(eval_every_stage=(mode == 'traineval'))
-  if mode == 'train':
-    result.update(trainer.evaluate_and_record())
-  trainer.export_weights()
+  trainer.run_dir.create()
+  with trainer.run_dir.owned():
+    result = trainer.train(eval_every_stage=(mode == 'traineval'),
+                           resume_from=resume_from)
+    if mode == 'train':
+      result.update(trainer.evaluate_and_record())
+    trainer.export_weights()
   return result
 
 
+def _evaluate(trainer):
+  folder = trainer.run_dir
+  folder.check_is_folder()
+  if not folder.checkpoints():
+    raise train_lib.TrainingError(
+        f'no checkpoint in {folder.path} to evaluate; train first '
+        '(--mode=train)')
+  folder.check_saved_config(trainer.config)
+  trainer.check_inputs(is_training=False)
+  with folder.owned_if_free() as owned:
+    trainer.restore()
+    metrics = trainer.evaluate_and_record(record=owned)
+  if not owned:
+    print(f'{folder.path} is in use by {folder.holder()}: the result above '
+          'is printed only, metrics.json is left to that run', flush=True)
+  return metrics
+
+
+def _export(trainer):
+  """SavedModel, .keras and TFLite files of the latest checkpoint's EMA
+  weights, written to model_dir/export under the folder's lock."""
+  folder = trainer.run_dir
+  folder.check_is_folder()
+  if not folder.checkpoints():
+    raise train_lib.TrainingError(
+        f'no checkpoint in {folder.path} to export; train first '
+        '(--mode=train)')
+  folder.check_saved_config(trainer.config)
+  with folder.owned():
+    trainer.restore()
+    return export.export_run(trainer)
+
+
+def _usage_error(message: str):
+  """One line and a pointer to --help; no page of flag help above it."""
+  print(f'error: {message} (see --help)', file=sys.stderr)
+  sys.exit(2)
+
+
+def _fail(message: str):
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(1)
+
+
 def main(argv):
-  del argv
-  if not FLAGS.model_dir:
-    raise app.UsageError('--model_dir is required (checkpoints, config.yaml '
-                         'and metrics.json go there)')
+  if len(argv) > 1:
+    _usage_error(f'unexpected arguments {" ".join(argv[1:])!r}; every option '
+                 'is a --flag=value')
   try:
     config = build_config(FLAGS.model_name, FLAGS.dataset_cfg,
                           FLAGS.hparam_str, FLAGS.sweeps, FLAGS.ablation)
   except (hparams.ConfigError, datasets.DatasetError, ValueError) as e:
-    raise app.UsageError(str(e)) from e
+    _usage_error(str(e))
+  if FLAGS.resume_from and FLAGS.mode == 'eval':
+    _usage_error('--resume_from is for --mode=train or --mode=traineval')
   if FLAGS.use_tpu or FLAGS.tpu:
     config.runtime.strategy = 'tpu'
     config.runtime.tpu = FLAGS.tpu
   if FLAGS.strategy:
     config.runtime.strategy = FLAGS.strategy
+  model_dir = FLAGS.model_dir or default_model_dir(
+      FLAGS.model_name, FLAGS.dataset_cfg, config.train.ablation)
+  print(f'model_dir: {model_dir}' + ('' if FLAGS.model_dir else
+                                     ' (default; --model_dir to change)'),
+        flush=True)
   logging.info('config:\n%s', config)
   try:
-    result = run(FLAGS.mode, config, FLAGS.model_dir, FLAGS.data_dir,
-                 archive_ckpt=FLAGS.archive_ckpt, eval_name=FLAGS.eval_name)
-  except (train_lib.TrainingError, datasets.DatasetError,
+    result = run(FLAGS.mode, config, model_dir, FLAGS.data_dir,
+                 archive_ckpt=FLAGS.archive_ckpt, eval_name=FLAGS.eval_name,
+                 resume_from=FLAGS.resume_from)
+  except (train_lib.TrainingError, run_dir.RunDirError, datasets.DatasetError,
           local_data.DataFilesError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
+    _fail(str(e))
+  except OSError as e:  # A write outside the run folder's own checks.
+    if e.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES):
+      _fail(f'{e}; free space or pick writable folders, then rerun')
+    raise
   except KeyboardInterrupt as e:
     # In training the trainer has saved a checkpoint and said so (elsewhere
     # there is nothing to save); a traceback would only bury that line.

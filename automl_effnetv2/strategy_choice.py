@@ -22,6 +22,14 @@ import os
 from typing import Optional
 
 STRATEGIES = ('auto', 'one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
+# runtime.strategy values of upstream's main_tf2.py (default 'tpu'): 'gpus'
+# mirrors over all GPUs, anything else but 'tpu' runs on one device.
+UPSTREAM_STRATEGIES = {'gpus': 'mirrored', 'gpu': 'one_device', None: 'auto'}
+
+
+def canonical_name(name: Optional[str]) -> Optional[str]:
+  """A runtime.strategy value in this port's names (upstream's mapped)."""
+  return UPSTREAM_STRATEGIES.get(name, name)
 
 
 def choose_strategy(tpu: Optional[str], tf_config_set: bool,

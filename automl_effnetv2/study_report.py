@@ -24,9 +24,10 @@ from typing import Dict, List, Optional, Sequence
 
 from automl_effnetv2 import hparams
 from automl_effnetv2 import progressive
+from automl_effnetv2 import run_dir
 from automl_effnetv2 import study_stats
 
-RUN_FILES = ('metrics.json', 'config.yaml')
+RUN_FILES = (run_dir.METRICS_FILE, run_dir.CONFIG_FILE)
 STEP_TIMES = 'step_times.json'
 PLAN = 'plan.json'
 BASELINE = 'no_progressive'
@@ -48,7 +49,7 @@ def read_json(path) -> Dict:
 
 
 def is_finished(run_folder) -> bool:
-  final = read_json(os.path.join(run_folder, 'metrics.json')).get('final', {})
+  final = run_dir.read_metrics(run_folder).get('final', {})
   return bool(final) and final.get('global_step') == final.get('total_steps')
 
 
@@ -100,9 +101,9 @@ def collect(results_dir):
     folder = os.path.join(results_dir, 'runs', cell['run'])
     if not is_finished(folder):
       continue
-    metrics = read_json(os.path.join(folder, 'metrics.json'))
+    metrics = run_dir.read_metrics(folder)
     config = hparams.Config(hparams.load_yaml(
-        os.path.join(folder, 'config.yaml')))
+        os.path.join(folder, run_dir.CONFIG_FILE)))
     final = metrics['final']
     stages = run_stages(config, final['total_steps'])
 

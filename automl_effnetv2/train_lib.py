@@ -9,11 +9,9 @@ optimizer slots, EMA, random-number state, step) is in the checkpoint, and the
 input stream is a function of the step, so a killed run restarted with the
 same command continues exactly where the last checkpoint left it.
 """
-import json
 import math
 import os
 import re
-import shutil
 import signal
 import tempfile
 import time
@@ -24,21 +22,20 @@ import keras
 import tensorflow as tf
 
 from automl_effnetv2 import datasets
+from automl_effnetv2 import divergence
 from automl_effnetv2 import effnetv2_model
 from automl_effnetv2 import export
 from automl_effnetv2 import hparams
 from automl_effnetv2 import pretrained
 from automl_effnetv2 import progressive
 from automl_effnetv2 import registry
+from automl_effnetv2 import run_dir as run_dir_lib
 from automl_effnetv2 import strategy_choice
 from automl_effnetv2 import utils
 
 STRATEGIES = strategy_choice.STRATEGIES
-# runtime.strategy values of upstream's main_tf2.py (default 'tpu'): 'gpus'
-# mirrors over all GPUs, anything else but 'tpu' runs on one device.
-UPSTREAM_STRATEGIES = {'gpus': 'mirrored', 'gpu': 'one_device', None: 'auto'}
-CONFIG_FILE = 'config.yaml'
-METRICS_FILE = 'metrics.json'
+CONFIG_FILE = run_dir_lib.CONFIG_FILE
+METRICS_FILE = run_dir_lib.METRICS_FILE
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -56,7 +53,7 @@ class TrainingError(RuntimeError):
 # -- strategy -----------------------------------------------------------------
 def build_strategy(name: str = 'auto', tpu: Optional[str] = None):
   """A tf.distribute strategy by name; 'auto' as strategy_choice decides."""
-  name = UPSTREAM_STRATEGIES.get(name, name)
+  name = strategy_choice.canonical_name(name)
   registry.check_name('strategy', name, STRATEGIES)
   if name == 'auto':
     name = strategy_choice.choose_strategy(
@@ -73,31 +70,6 @@ def build_strategy(name: str = 'auto', tpu: Optional[str] = None):
     return tf.distribute.MultiWorkerMirroredStrategy()
   gpus = tf.config.list_logical_devices('GPU')
   return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else '/cpu:0')
-
-
-# -- config helpers -------------------------------------------------------------
-def flatten(tree, prefix='') -> Dict[str, object]:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(flatten(value, f'{prefix}{key}.'))
-    else:
-      out[prefix + key] = value
-  return out
-
-
-def config_differences(saved: dict, current: dict,
-                       ignore_prefixes=('runtime.',)) -> List[str]:
-  """Keys whose values differ, outside the runtime section.
-
-  A key the saved config lacks counts as its base_config default: it was
-  added to base_config after that run started.
-  """
-  a, b = flatten(saved), flatten(current)
-  defaults = flatten(hparams.base_config.as_dict())
-  a.update({k: defaults[k] for k in b if k not in a and k in defaults})
-  return sorted(k for k in set(a) | set(b)
-                if a.get(k) != b.get(k) and not k.startswith(ignore_prefixes))
 
 
 def _format_duration(seconds: float) -> str:
@@ -145,6 +117,7 @@ class Trainer:
     self.archive_ckpt = True
     self.eval_name = None  # Recorded with each evaluation (--eval_name).
     self.history = []  # One dict of training values per log interval.
+    self._inputs_checked = set()  # check_inputs() done for train / eval.
     self.strategy = strategy or build_strategy(config.runtime.strategy,
                                                config.runtime.tpu)
     self.num_replicas = self.strategy.num_replicas_in_sync
@@ -234,19 +207,32 @@ class Trainer:
     # Under MultiWorkerMirroredStrategy every worker saves (saving is a
     # collective), but only the chief writes to model_dir.
     self.is_chief = _is_chief(self.strategy)
-    save_dir = (self.model_dir if self.is_chief else
-                tempfile.mkdtemp(prefix='effnetv2_worker_ckpt_'))
-    self.manager = tf.train.CheckpointManager(
-        self.checkpoint, save_dir,
-        max_to_keep=config.runtime.keep_checkpoint_max,
-        keep_checkpoint_every_n_hours=(
-            config.runtime.keep_checkpoint_every_n_hours))
+    self.run_dir = run_dir_lib.RunDir(self.model_dir, self.is_chief)
+    self._save_dir = (self.model_dir if self.is_chief else
+                      tempfile.mkdtemp(prefix='effnetv2_worker_ckpt_'))
+    self.manager = self._checkpoint_manager()
+    # Judges each log interval's loss; checkpoints are saved only while sane.
+    self.loss_watch = divergence.LossWatch(self._chance_loss())
     self._train_loop = tf.function(self._train_loop_fn,
                                    reduce_retracing=True)
     self._train_step_fn = (
         tf.function(self._train_step, jit_compile=True)
         if config.runtime.jit_compile else self._train_step)
     self._eval_loop = tf.function(self._eval_loop_fn, reduce_retracing=True)
+
+  def _checkpoint_manager(self):
+    """A manager reading the folder's checkpoint state as it is now."""
+    runtime = self.config.runtime
+    return tf.train.CheckpointManager(
+        self.checkpoint, self._save_dir,
+        max_to_keep=runtime.keep_checkpoint_max,
+        keep_checkpoint_every_n_hours=runtime.keep_checkpoint_every_n_hours)
+
+  def _chance_loss(self) -> float:
+    """The loss of all-zero logits: where an untrained model starts."""
+    classes = self.config.data.num_classes
+    labels = tf.one_hot([0], classes)
+    return float(self.per_example_loss(labels, tf.zeros([1, classes]))[0])
 
   def _select_train_variables(self):
     variables = self.model.trainable_variables
@@ -373,9 +359,30 @@ class Trainer:
     }
 
   # -- checkpoints ------------------------------------------------------------
-  def restore(self) -> int:
-    """Restores the latest checkpoint in model_dir; returns the step."""
-    latest = tf.train.latest_checkpoint(self.model_dir)
+  def restore(self, resume_from: Optional[str] = None,
+              set_aside_damaged: bool = False) -> int:
+    """Restores the newest readable checkpoint (or `resume_from`, a name like
+    'ckpt-150'); returns the step.
+
+    Checkpoints that do not read back whole are skipped with a message, and
+    moved to damaged/ when `set_aside_damaged` (the folder's owner).
+    """
+    candidates = [self._named_checkpoint(resume_from)] if resume_from else None
+    latest, skipped = self.run_dir.loadable_checkpoint(candidates)
+    for path, problem in skipped:
+      print(f'skipped checkpoint {os.path.basename(path)}: it cannot be read '
+            f'({problem})', flush=True)
+    if skipped and not latest:
+      names = ', '.join(os.path.basename(p) for p, _ in skipped)
+      raise TrainingError(
+          f'no checkpoint in {self.model_dir} can be read ({names} damaged); '
+          f'copy a good one back (archive/ keeps the best), or remove the '
+          'ckpt-* files and the checkpoint file to start over')
+    if skipped and set_aside_damaged and not resume_from:
+      self.run_dir.set_aside([p for p, _ in skipped], run_dir_lib.DAMAGED_DIR)
+      print(f'moved the damaged checkpoints to {run_dir_lib.DAMAGED_DIR}/; '
+            f'resuming from {os.path.basename(latest)}', flush=True)
+      self.manager = self._checkpoint_manager()
     if latest:
       saved = {name.split('/')[0] for name, _ in tf.train.list_variables(latest)}
       # Checkpoints written before training time was recorded lack it; the
@@ -384,12 +391,30 @@ class Trainer:
                     tf.train.Checkpoint(**{
                         k: v for k, v in self._trackables.items()
                         if k != 'train_seconds'}))
-      checkpoint.restore(latest).assert_existing_objects_matched()
+      try:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+      except (AssertionError, ValueError, tf.errors.OpError) as e:
+        reason = str(e).strip().splitlines()[0][:200]
+        raise TrainingError(
+            f'{latest} does not fit this model ({reason}): it was written by '
+            f'another --model_name or config; use the flags of the run that '
+            f'wrote it, or another --model_dir') from e
       logging.info('restored %s at step %d', latest,
                    int(self.global_step.numpy()))
     elif self.config.train.ft_init_ckpt:
       self._init_from_pretrained(self.config.train.ft_init_ckpt)
     return int(self.global_step.numpy())
+
+  def _named_checkpoint(self, name: str) -> str:
+    """The checkpoint of this folder that --resume_from names."""
+    path = self.run_dir.join(os.path.basename(name))
+    listed = self.run_dir.checkpoints()
+    if path not in listed:
+      raise TrainingError(
+          f'--resume_from={name}: no such checkpoint in {self.model_dir}; '
+          'there are ' + (', '.join(os.path.basename(p) for p in listed)
+                          or 'none'))
+    return path
 
   def _init_from_pretrained(self, path):
     """Loads train.ft_init_ckpt once; weights that do not fit are refused."""
@@ -406,8 +431,12 @@ class Trainer:
     for line in summary:
       print(line, flush=True)
 
-  def save(self) -> str:
-    path = self.manager.save(checkpoint_number=self.global_step)
+  def save(self) -> Optional[str]:
+    """Saves a checkpoint, unless the loss is exploding (returns None then)."""
+    if not self.loss_watch.healthy:
+      return None
+    with run_dir_lib.writing(self.model_dir):
+      path = self.manager.save(checkpoint_number=self.global_step)
     logging.info('saved %s', path)
     return path
 
@@ -415,11 +444,10 @@ class Trainer:
     """Writes the (EMA) weights for fine-tuning to export/ema.weights.h5."""
     if not self.is_chief:
       return ''
-    export_dir = os.path.join(self.model_dir, 'export')
-    os.makedirs(export_dir, exist_ok=True)
-    path = os.path.join(export_dir, 'ema.weights.h5')
+    path = self.run_dir.export_path('ema.weights.h5')
     with export.ema_weights_in(self.model, self.ema):
-      self.model.save_weights(path)
+      with run_dir_lib.writing(path):
+        self.model.save_weights(path)
     return path
 
   # -- stage settings ---------------------------------------------------------
@@ -451,13 +479,84 @@ class Trainer:
     self._train_loop(iterator, tf.constant(num_steps, tf.int64))
 
   # -- the run ---------------------------------------------------------------
-  def train(self, eval_every_stage: bool = False) -> Dict[str, object]:
-    """Trains to the last step of the last stage, resuming if possible."""
-    os.makedirs(self.model_dir, exist_ok=True)
-    self._check_or_save_config()
-    step = self.restore()
-    summary = self._summary_writer('train')
-    history = self._read_metrics().get('evals', [])
+  def check_inputs(self, is_training: bool = True):
+    """Opens the dataset's source, so that missing or damaged data is
+    reported before anything is written to the run folder."""
+    if is_training in self._inputs_checked:
+      return
+    inp = datasets.build_dataset_input(
+        is_training, self.train_size if is_training else self.eval_size,
+        self.image_dtype, self.data_dir,
+        self.train_split if is_training else self.eval_split,
+        self.config.data, seed=self.config.runtime.seed)
+    inp.make_source_dataset(0, 1)
+    self._inputs_checked.add(is_training)
+
+  def train(self, eval_every_stage: bool = False,
+            resume_from: Optional[str] = None) -> Dict[str, object]:
+    """Trains to the last step of the last stage, resuming if possible.
+
+    The run folder is locked for the whole call. `resume_from` (a checkpoint
+    name) restarts from that checkpoint, where the optimizer settings of
+    divergence.RESUMABLE_CHANGES may differ from the saved config; the change
+    is recorded in config.yaml and later checkpoints move to superseded/.
+    """
+    self.check_inputs()
+    self.run_dir.create()
+    with self.run_dir.owned():
+      removed = self.run_dir.remove_leftovers()
+      if removed:
+        print('removed what an interrupted save left: ' + ', '.join(removed),
+              flush=True)
+      changed = self.run_dir.check_saved_config(
+          self.config, divergence.RESUMABLE_CHANGES if resume_from else ())
+      step = self.restore(resume_from, set_aside_damaged=True)
+      self._carry_config_history(step, resume_from, changed)
+      self.run_dir.save_config(self.config)
+      result = self._train_stages(step, eval_every_stage)
+    return result
+
+  def _carry_config_history(self, step, resume_from, changed):
+    """Keeps the folder's record of --resume_from changes in the config."""
+    saved = self.run_dir.saved_config() if step else None
+    history = list(((saved or {}).get('runtime') or {}).get(
+        'config_changes') or [])
+    if resume_from:
+      later = [p for p in self.run_dir.checkpoints()
+               if run_dir_lib.checkpoint_number(p) > step]
+      self.run_dir.set_aside(later, run_dir_lib.SUPERSEDED_DIR)
+      self.manager = self._checkpoint_manager()
+      before = run_dir_lib.flatten(saved or {})
+      after = run_dir_lib.flatten(self.config.as_dict())
+      entry = {'step': step, 'resumed_from': os.path.basename(resume_from),
+               'changed': {k: [before.get(k), after.get(k)] for k in changed}}
+      if any(k.startswith('train.lr_') for k in changed):
+        entry['momentum_reset'] = self._reset_momentum()
+      history.append(entry)
+      print(f'resuming from {os.path.basename(resume_from)} at step {step}'
+            + ''.join(f'; {k} {before.get(k)} -> {after.get(k)}'
+                      for k in changed)
+            + ('; momentum reset' if entry.get('momentum_reset') else '')
+            + (f'; moved later checkpoints to {run_dir_lib.SUPERSEDED_DIR}/'
+               if later else ''), flush=True)
+    self.config.runtime.config_changes = history or None
+
+  def _reset_momentum(self) -> bool:
+    """Zeroes the optimizer's momentum slots; True if there were any.
+
+    Momentum (SGD's velocity, RMSProp's mom) accumulates learning rate times
+    gradient, so after a diverging stretch it still moves the weights by
+    steps of the old, too large rate for a few dozen steps.
+    """
+    momentums = [v for v in self.optimizer.variables
+                 if v.path.endswith('_momentum')]
+    for variable in momentums:
+      variable.assign(tf.zeros_like(variable))
+    return bool(momentums)
+
+  def _train_stages(self, step, eval_every_stage) -> Dict[str, object]:
+    summary = self.run_dir.summary_writer('train')
+    history = run_dir_lib.read_metrics(self.model_dir).get('evals', [])
     evaluated = {record.get('global_step') for record in history}
     logging.info('training %d steps (%.2f epochs), %d stages; at step %d',
                  self.total_steps, self.config.train.epochs, len(self.stages),
@@ -473,6 +572,11 @@ class Trainer:
         if step >= stage.max_steps:
           continue
         step = self._train_stage(stage, step, summary, evaluated, history)
+        if not self.loss_watch.healthy:  # A stage must end on a checkpoint.
+          raise TrainingError(divergence.divergence_message(
+              self.history[-1]['loss'], self.loss_watch.exploding_since, step,
+              stage.index + 1, self.manager.latest_checkpoint,
+              self.config.train.lr_base, self.loss_watch.bound))
         self.save()
         if eval_every_stage and step not in evaluated:
           history.append(self._evaluate_and_record(stage))
@@ -508,13 +612,12 @@ class Trainer:
       num_steps, step = next_stop - step, next_stop
       count = max(float(self.example_count.result()), 1.0)
       loss = float(self.loss_sum.result()) / num_steps
-      if not math.isfinite(loss):
-        raise TrainingError(
-            f'the training loss became {loss} between steps '
-            f'{step - num_steps} and {step} (stage {stage.index + 1}); '
-            f'nothing was saved after it, the last good checkpoint is '
-            f'{self.manager.latest_checkpoint}. Lower train.lr_base or set '
-            'train.gclip, then rerun the same command to resume from it')
+      if (not self.loss_watch.observe(loss, step - num_steps) and
+          not math.isfinite(loss)):
+        raise TrainingError(divergence.divergence_message(
+            loss, step - num_steps, step, stage.index + 1,
+            self.manager.latest_checkpoint, config.train.lr_base,
+            self.loss_watch.bound))
       values = {
           'loss': loss,
           'xent': float(self.xent_sum.result()) / num_steps,
@@ -553,7 +656,8 @@ class Trainer:
     summary.flush()
     return step
 
-  def _evaluate_and_record(self, stage=None) -> Dict[str, object]:
+  def _evaluate_and_record(self, stage=None,
+                           record: bool = True) -> Dict[str, object]:
     metrics = self.evaluate()
     if self.eval_name:
       metrics['eval_name'] = self.eval_name
@@ -572,93 +676,24 @@ class Trainer:
           f"{metrics['eval/acc_top5']:.4f} ({metrics['eval/num_examples']} "
           f"images, {'EMA' if metrics['eval/ema'] else 'raw'} weights)",
           flush=True)
-    writer = self._summary_writer('eval')
+    if not record:
+      return metrics
+    writer = self.run_dir.summary_writer('eval')
     with writer.as_default(step=metrics['global_step']):
       tf.summary.scalar('eval/acc_top1', metrics['eval/acc_top1'])
       tf.summary.scalar('eval/acc_top5', metrics['eval/acc_top5'])
     writer.flush()
-    self._append_metrics(metrics)
+    self.run_dir.append_metrics(metrics, self.config)
     if self.archive_ckpt:
-      self.archive_if_best(metrics)
+      self.run_dir.archive_if_best(metrics, self.manager.latest_checkpoint)
     return metrics
 
-  def evaluate_and_record(self) -> Dict[str, object]:
-    """Evaluates the restored weights and appends to metrics.json."""
+  def evaluate_and_record(self, record: bool = True) -> Dict[str, object]:
+    """Evaluates the restored weights and appends to metrics.json (only
+    prints them when not `record`)."""
     return self._evaluate_and_record(
         progressive.stage_at_step(self.stages,
-                                  int(self.global_step.numpy()) - 1))
-
-  # -- bookkeeping ------------------------------------------------------------
-  def _summary_writer(self, name):
-    if not self.is_chief:
-      return tf.summary.create_noop_writer()
-    return tf.summary.create_file_writer(os.path.join(self.model_dir, name))
-
-  def check_saved_config(self):
-    """Refuses to continue a run in model_dir that used another config."""
-    path = os.path.join(self.model_dir, CONFIG_FILE)
-    if not (os.path.exists(path) and tf.train.latest_checkpoint(
-        self.model_dir)):
-      return
-    differences = config_differences(hparams.load_yaml(path),
-                                     self.config.as_dict())
-    if differences:
-      raise TrainingError(
-          f'{self.model_dir} holds a run with another config (differs in '
-          f'{", ".join(differences[:8])}); use the flags of that run (its '
-          f'config is {path}) or a new --model_dir')
-
-  def _check_or_save_config(self):
-    if not self.is_chief:
-      return
-    self.check_saved_config()
-    self.config.save_to_yaml(os.path.join(self.model_dir, CONFIG_FILE))
-
-  def _read_metrics(self) -> dict:
-    path = os.path.join(self.model_dir, METRICS_FILE)
-    if os.path.exists(path):
-      with open(path, encoding='utf-8') as f:
-        return json.load(f)
-    return {}
-
-  def _append_metrics(self, metrics):
-    if not self.is_chief:
-      return
-    record = self._read_metrics()
-    record.setdefault('evals', []).append(metrics)
-    record['final'] = metrics
-    record['model_name'] = self.config.model.model_name
-    record['dataset'] = self.config.data.ds_name
-    record['ablation'] = self.config.train.ablation
-    _write_json_atomically(os.path.join(self.model_dir, METRICS_FILE), record)
-
-  def archive_if_best(self, metrics) -> bool:
-    """Copies the latest checkpoint to archive/ when its top-1 is the best."""
-    if not self.is_chief:
-      return False
-    objective = metrics['eval/acc_top1']
-    best_path = os.path.join(self.model_dir, 'best_objective.txt')
-    if os.path.exists(best_path):
-      with open(best_path, encoding='utf-8') as f:
-        if float(f.read()) > objective:
-          return False
-    latest = self.manager.latest_checkpoint
-    if not latest:
-      return False
-    archive = os.path.join(self.model_dir, 'archive')
-    staging = archive + '.tmp'
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
-    for name in tf.io.gfile.glob(latest + '.*'):
-      shutil.copy(name, staging)
-    with open(os.path.join(staging, 'best_eval.json'), 'w',
-              encoding='utf-8') as f:
-      json.dump(metrics, f, indent=2)
-    shutil.rmtree(archive, ignore_errors=True)
-    os.replace(staging, archive)
-    with open(best_path, 'w', encoding='utf-8') as f:
-      f.write(f'{objective:f}')
-    return True
+                                  int(self.global_step.numpy()) - 1), record)
 
 
 def _is_chief(strategy) -> bool:
@@ -669,13 +704,6 @@ def _is_chief(strategy) -> bool:
   if 'chief' in cluster:
     return resolver.task_type == 'chief'
   return resolver.task_type == 'worker' and resolver.task_id == 0
-
-
-def _write_json_atomically(path, record):
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(record, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
 
 
 class _graceful_interrupts:  # pylint: disable=invalid-name
@@ -699,6 +727,12 @@ class _graceful_interrupts:  # pylint: disable=invalid-name
       signal.signal(signal.SIGTERM, self._previous)
     if isinstance(exc, KeyboardInterrupt):  # TrainingInterrupted included.
       path = self.trainer.save()
-      print(f'interrupted: saved {path}; rerun the same command to resume',
-            flush=True)
+      if path:
+        print(f'interrupted: saved {path}; rerun the same command to resume',
+              flush=True)
+      else:
+        print('interrupted while the loss was exploding: nothing saved; '
+              + divergence.resume_advice(
+                  self.trainer.manager.latest_checkpoint,
+                  self.trainer.config.train.lr_base), flush=True)
     return False

@@ -62,3 +62,19 @@ def tiny_config(fashion_mnist_tfds_dir):
     return config
 
   return make
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main_command(fashion_dir, *flags, extra=''):
+  """`python -m automl_effnetv2.main` with the tiny config and `flags`."""
+  hparams = TINY_HPARAMS + f',data.tfds_data_dir={fashion_dir}' + extra
+  return [sys.executable, '-m', 'automl_effnetv2.main',
+          '--dataset_cfg=FashionMNISTFt', f'--hparam_str={hparams}',
+          '--strategy=one_device', *flags]
+
+
+def cli_env():
+  """The environment of a command run from any folder."""
+  return dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')

@@ -1,5 +1,6 @@
 """Input pipelines: real Fashion-MNIST offline, generated data elsewhere."""
 import gzip
+import json
 import os
 import shutil
 
@@ -208,6 +209,71 @@ def test_wrong_count_is_reported(fashion_copy, tmp_path):
   path.write_bytes(gzip.compress(bytes(data)))
   _assert_refused_and_nothing_prepared(fashion_copy, tmp_path,
                                        'holds 9999 items, expected 10000')
+
+
+# -- the prepared copy stays tied to the files it came from ---------------------
+@pytest.fixture
+def prepared_copy(fashion_mnist_tfds_dir, tmp_path):
+  """A prepared tfds copy of its own, plus the folder it is checked against."""
+  tfds_dir = tmp_path / 'tfds'
+  shutil.copytree(fashion_mnist_tfds_dir, tfds_dir)
+  folder = tmp_path / 'fashion'
+  shutil.copytree(local_data.DEBIAN_FASHION_MNIST_DIR, folder)
+  builder = local_data.prepare_fashion_mnist(str(folder), str(tfds_dir))
+  return str(tfds_dir), folder, builder.data_dir
+
+
+def _recorded_source(prepared_dir):
+  with open(os.path.join(prepared_dir, local_data.SOURCE_RECORD)) as f:
+    return json.load(f)
+
+
+def test_prepared_copy_records_its_source_files(prepared_copy):
+  _, folder, prepared_dir = prepared_copy
+  record = _recorded_source(prepared_dir)
+  assert record['folder'] == os.path.realpath(folder)
+  name = 'train-images-idx3-ubyte.gz'
+  assert record['files'][name][0] == os.path.getsize(folder / name)
+  assert record['md5'][name] == local_data.FASHION_MNIST_FILES[name][0]
+
+
+def test_prepared_copy_refuses_a_missing_source_folder(prepared_copy):
+  tfds_dir, folder, _ = prepared_copy
+  shutil.rmtree(folder)
+  with pytest.raises(local_data.DataFilesError, match='does not exist'):
+    local_data.prepare_fashion_mnist(str(folder), tfds_dir)
+
+
+def test_prepared_copy_refuses_altered_source_files(prepared_copy):
+  tfds_dir, folder, _ = prepared_copy
+  path = folder / 'train-labels-idx1-ubyte.gz'
+  data = bytearray(gzip.decompress(path.read_bytes()))
+  data[100] = (data[100] + 1) % 10
+  path.write_bytes(gzip.compress(bytes(data)))
+  with pytest.raises(local_data.DataFilesError,
+                     match='train-labels-idx1-ubyte.gz has md5'):
+    local_data.prepare_fashion_mnist(str(folder), tfds_dir)
+
+
+def test_touched_source_files_are_checked_again_and_accepted(prepared_copy):
+  tfds_dir, folder, prepared_dir = prepared_copy
+  path = folder / 't10k-labels-idx1-ubyte.gz'
+  os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+  local_data.prepare_fashion_mnist(str(folder), tfds_dir)
+  assert _recorded_source(prepared_dir)['files'][path.name][1] == (
+      1_000_000_000)
+
+
+def test_prepared_copy_from_other_files_is_refused(prepared_copy):
+  tfds_dir, folder, prepared_dir = prepared_copy
+  record = _recorded_source(prepared_dir)
+  record['folder'] = '/elsewhere'
+  record['md5']['train-labels-idx1-ubyte.gz'] = '0' * 32
+  with open(os.path.join(prepared_dir, local_data.SOURCE_RECORD), 'w') as f:
+    json.dump(record, f)
+  with pytest.raises(local_data.DataFilesError,
+                     match='was made from other files'):
+    local_data.prepare_fashion_mnist(str(folder), tfds_dir)
 
 
 # -- generated data for the other tfds datasets ------------------------------

@@ -1,0 +1,147 @@
+"""Checks the values of an assembled config before anything runs.
+
+`hparams` refuses unknown keys and words where numbers belong; this module
+refuses numbers that cannot mean anything: a negative batch, zero training
+steps, an infinite learning rate, a probability above one, images smaller
+than the model can use. Each problem is reported with its key, its value and
+the valid range, all in one `ConfigError` line.
+"""
+import math
+from typing import Callable, List, Optional, Tuple
+
+from automl_effnetv2 import hparams
+from automl_effnetv2 import progressive
+
+# Upstream rounds ratio sizes down to multiples of 16 (train.isize <= 16), so
+# 16 px is the smallest size it can produce; below it the five stride-2
+# reductions leave nothing but 1x1 maps after the second stage.
+MIN_IMAGE_SIZE = 16
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value) -> bool:
+  return _is_number(value) and float(value).is_integer()
+
+
+# key: (accepts None, test, the valid range in words)
+_Rule = Tuple[bool, Callable[[float], bool], str]
+_RULES = {
+    'train.batch_size': (False, lambda v: _is_int(v) and v >= 1,
+                         'an integer >= 1'),
+    'eval.batch_size': (False, lambda v: _is_int(v) and v >= 1,
+                        'an integer >= 1'),
+    'train.epochs': (False, lambda v: v >= 0, 'a number >= 0'),
+    'train.min_steps': (True, lambda v: _is_int(v) and v >= 0,
+                        'an integer >= 0'),
+    'train.stages': (True, lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
+    'train.lr_base': (False, lambda v: v > 0, 'a number > 0'),
+    'train.lr_min': (True, lambda v: v >= 0, 'a number >= 0'),
+    'train.lr_warmup_epoch': (True, lambda v: v >= 0, 'a number >= 0'),
+    'train.lr_decay_epoch': (True, lambda v: v > 0, 'a number > 0'),
+    'train.lr_decay_factor': (True, lambda v: 0 < v <= 1, 'in (0, 1]'),
+    'train.weight_decay': (True, lambda v: v >= 0, 'a number >= 0'),
+    'train.gclip': (True, lambda v: v >= 0, 'a number >= 0 (0: off)'),
+    'train.label_smoothing': (True, lambda v: 0 <= v <= 1, 'in [0, 1]'),
+    'train.ema_decay': (True, lambda v: 0 <= v < 1, 'in [0, 1) (0: off)'),
+    'model.dropout_rate': (True, lambda v: 0 <= v < 1, 'in [0, 1)'),
+    'model.conv_dropout': (True, lambda v: 0 <= v < 1, 'in [0, 1)'),
+    'model.survival_prob': (True, lambda v: 0 < v <= 1, 'in (0, 1]'),
+    'data.mixup_alpha': (True, lambda v: v >= 0, 'a number >= 0 (0: off)'),
+    'data.cutmix_alpha': (True, lambda v: v >= 0, 'a number >= 0 (0: off)'),
+    'data.ram': (True, lambda v: v >= 0, 'a number >= 0'),
+    'data.ra_num_layers': (True, lambda v: _is_int(v) and v >= 0,
+                           'an integer >= 0'),
+    'runtime.log_step_count_steps': (False, lambda v: _is_int(v) and v >= 1,
+                                     'an integer >= 1'),
+    'runtime.save_checkpoints_steps': (False, lambda v: _is_int(v) and v >= 1,
+                                       'an integer >= 1'),
+    'runtime.keep_checkpoint_max': (False, lambda v: _is_int(v) and v >= 1,
+                                    'an integer >= 1'),
+}
+
+
+def _get(config: hparams.Config, key: str):
+  node = config
+  for part in key.split('.'):
+    if not isinstance(node, hparams.Config) or part not in node:
+      return None
+    node = node[part]
+  return node
+
+
+def _non_finite(tree, prefix='') -> List[str]:
+  """Keys anywhere in the tree holding inf or nan (1e999 parses to inf)."""
+  found = []
+  for key, value in tree.items():
+    path = prefix + str(key)
+    if isinstance(value, dict):
+      found += _non_finite(value, path + '.')
+    elif _is_number(value) and not math.isfinite(value):
+      found.append(f'{path}={value} is not a finite number')
+  return found
+
+
+def _range_problems(config) -> List[str]:
+  problems = []
+  for key, (allows_none, test, valid) in _RULES.items():
+    value = _get(config, key)
+    if value is None and allows_none:
+      continue
+    if not (_is_number(value) and math.isfinite(value) and test(value)):
+      problems.append(f'{key}={value!r} is out of range: expected {valid}')
+  return problems
+
+
+def _size_problems(config, strategies) -> List[str]:
+  """Training steps, image sizes and the strategy name."""
+  problems = []
+  strategy = config.runtime.strategy
+  if strategies and strategy not in strategies:
+    problems.append(f'runtime.strategy={strategy!r} is not a strategy; '
+                    f'valid: {", ".join(strategies)}')
+  train = config.train
+  split = config.data.splits.get(train.split or 'train')
+  num_images = split.get('num_images') if split else None
+  if not num_images:
+    return problems
+  total = progressive.train_steps(train.epochs, num_images, train.batch_size,
+                                  train.min_steps or 0)
+  if total < 1:
+    problems.append(
+        f'train.epochs={train.epochs} with train.min_steps='
+        f'{train.min_steps} and train.batch_size={train.batch_size} gives '
+        f'{total} training steps on {num_images} images; expected >= 1 step '
+        '(raise train.epochs or train.min_steps)')
+    return problems
+  eval_isize = config.eval.isize
+  if eval_isize is not None and eval_isize < MIN_IMAGE_SIZE:
+    problems.append(f'eval.isize={eval_isize} is below the model\'s minimum '
+                    f'image size: expected >= {MIN_IMAGE_SIZE}')
+    return problems
+  train_size = progressive.train_image_size(train.isize, eval_isize)
+  sizes = [s.image_size for s in progressive.stage_schedule(
+      config, total, train_size)]
+  if min(sizes) < MIN_IMAGE_SIZE:
+    problems.append(
+        f'train.isize={train.isize} with eval.isize={eval_isize} and '
+        f'data.ibase={config.data.ibase} gives training images of '
+        f'{min(sizes)} px; expected >= {MIN_IMAGE_SIZE} (the model\'s '
+        'minimum)')
+  return problems
+
+
+def validate(config: hparams.Config, strategies: Optional[tuple] = None):
+  """Raises ConfigError naming every out-of-range value of `config`.
+
+  `strategies`, when given, are the valid runtime.strategy names.
+  """
+  problems = _non_finite(config.as_dict())
+  if not problems:
+    problems = _range_problems(config)
+  if not problems:
+    problems = _size_problems(config, strategies)
+  if problems:
+    raise hparams.ConfigError('; '.join(problems))

@@ -1,0 +1,271 @@
+"""The run folder: one writer, readable checkpoints, clear write errors."""
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+import tensorflow as tf
+
+from conftest import cli_env, main_command
+from automl_effnetv2 import local_data
+from automl_effnetv2 import main
+from automl_effnetv2 import run_dir
+from automl_effnetv2 import train_lib
+
+
+def _one_device():
+  return tf.distribute.OneDeviceStrategy('/cpu:0')
+
+
+# 15 steps, one stage, a checkpoint every 5 steps: ckpt-5, ckpt-10, ckpt-15.
+_SHORT = 'train.stages=0'
+
+
+@pytest.fixture(scope='module')
+def trained_run(tmp_path_factory):
+  """Where a finished tiny run is trained once; tests work on copies."""
+  return str(tmp_path_factory.mktemp('trained') / 'run')
+
+
+def _tiny(tiny_config):
+  return tiny_config(_SHORT)
+
+
+def _copy_of_trained_run(trained_run, tiny_config, tmp_path):
+  if not os.path.exists(os.path.join(trained_run, 'checkpoint')):
+    train_lib.Trainer(_tiny(tiny_config), trained_run,
+                      strategy=_one_device()).train()
+  copy = str(tmp_path / 'run')
+  shutil.copytree(trained_run, copy)
+  return copy
+
+
+def _truncate(path):
+  with open(path, 'r+b') as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+# -- inputs and the folder are checked before anything is written --------------
+def test_failed_data_check_writes_nothing(tiny_config, tmp_path):
+  model_dir = tmp_path / 'run'
+  # The prepared copy exists, yet the missing source folder is an error.
+  with pytest.raises(local_data.DataFilesError, match='does not exist'):
+    main.run('train', _tiny(tiny_config), str(model_dir),
+             str(tmp_path / 'no_such_folder'), strategy=_one_device())
+  assert not model_dir.exists()
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval'])
+def test_model_dir_that_is_a_file_is_refused(tiny_config, tmp_path, mode):
+  path = tmp_path / 'a_file'
+  path.write_text('not a folder')
+  with pytest.raises(run_dir.RunDirError, match='is a file, not a folder'):
+    main.run(mode, _tiny(tiny_config), str(path), strategy=_one_device())
+  assert path.read_text() == 'not a folder'
+
+
+def test_simulated_read_only_folder_is_one_error(tiny_config, tmp_path,
+                                                 monkeypatch):
+  # Root may write anywhere, so the read-only file system is simulated at
+  # the folder's creation (test_real_read_only_... mounts a real one).
+  real_makedirs = os.makedirs
+  model_dir = str(tmp_path / 'run')
+
+  def read_only(path, *args, **kwargs):
+    if str(path).startswith(model_dir):
+      raise OSError(errno.EROFS, 'Read-only file system', path)
+    return real_makedirs(path, *args, **kwargs)
+
+  monkeypatch.setattr(os, 'makedirs', read_only)
+  with pytest.raises(run_dir.RunDirError,
+                     match='Read-only file system; pass a --model_dir in a '
+                     'writable place'):
+    main.run('train', _tiny(tiny_config), model_dir, strategy=_one_device())
+
+
+def test_simulated_full_disk_at_a_checkpoint_is_one_error(
+    tiny_config, tmp_path, monkeypatch):
+  def disk_full(*args, **kwargs):
+    raise tf.errors.ResourceExhaustedError(
+        None, None, 'ckpt-5_temp/part-00000; No space left on device')
+
+  monkeypatch.setattr(tf.train.CheckpointManager, 'save', disk_full)
+  with pytest.raises(run_dir.RunDirError,
+                     match='No space left on device; free some space, then '
+                     'rerun the same command'):
+    main.run('train', _tiny(tiny_config), str(tmp_path / 'run'),
+             strategy=_one_device())
+
+
+# -- checkpoints --------------------------------------------------------------
+def test_damaged_newest_checkpoint_is_skipped_and_leftovers_removed(
+    trained_run, tiny_config, tmp_path, capsys):
+  model_dir = _copy_of_trained_run(trained_run, tiny_config, tmp_path)
+  _truncate(os.path.join(model_dir, 'ckpt-15.data-00000-of-00001'))
+  # What a kill during a save and a full disk leave behind...
+  os.makedirs(os.path.join(model_dir, 'ckpt-20_temp'))
+  with open(os.path.join(model_dir, 'ckpt-20_temp', 'part-00000'), 'w') as f:
+    f.write('partial')
+  with open(os.path.join(model_dir, 'ckpt-20.index'), 'w') as f:
+    f.write('partial')
+  with open(os.path.join(model_dir, 'metrics.json.tmp'), 'w') as f:
+    f.write('{"par')
+  # ... and an older checkpoint the manager keeps without listing it.
+  for name in ('index', 'data-00000-of-00001'):
+    shutil.copy(os.path.join(model_dir, f'ckpt-5.{name}'),
+                os.path.join(model_dir, f'ckpt-1.{name}'))
+
+  trainer = train_lib.Trainer(_tiny(tiny_config), model_dir,
+                              strategy=_one_device())
+  result = trainer.train()
+  out = capsys.readouterr().out
+  assert 'skipped checkpoint ckpt-15: it cannot be read' in out
+  assert 'resuming from ckpt-10' in out
+  assert 'steps 10->15' in out  # Trained again from the good one.
+  assert result['global_step'] == 15
+  left = sorted(os.listdir(model_dir))
+  assert 'ckpt-20_temp' not in left and 'ckpt-20.index' not in left
+  assert 'metrics.json.tmp' not in left
+  assert 'ckpt-1.index' in left
+  assert sorted(os.listdir(os.path.join(model_dir, 'damaged'))) == [
+      'ckpt-15.data-00000-of-00001', 'ckpt-15.index']
+  assert run_dir.checkpoint_problem(os.path.join(model_dir, 'ckpt-15')) is None
+
+
+def test_no_readable_checkpoint_is_one_error_naming_them(
+    trained_run, tiny_config, tmp_path):
+  model_dir = _copy_of_trained_run(trained_run, tiny_config, tmp_path)
+  for step in (5, 10, 15):
+    _truncate(os.path.join(model_dir, f'ckpt-{step}.index'))
+  with pytest.raises(train_lib.TrainingError,
+                     match=r'can be read \(ckpt-15, ckpt-10, ckpt-5 damaged\)'
+                     '; copy a good one back'):
+    main.run('eval', _tiny(tiny_config), model_dir, strategy=_one_device())
+
+
+def test_eval_of_another_model_in_a_folder_without_config(
+    trained_run, tiny_config, tmp_path):
+  model_dir = _copy_of_trained_run(trained_run, tiny_config, tmp_path)
+  os.remove(os.path.join(model_dir, 'config.yaml'))
+  other = tiny_config(_SHORT + ',model.width_coefficient=0.5')
+  with pytest.raises(train_lib.TrainingError,
+                     match='does not fit this model .*another --model_name'):
+    main.run('eval', other, model_dir, strategy=_one_device())
+  assert not os.path.exists(os.path.join(model_dir, 'config.yaml'))
+
+
+# -- two real processes ---------------------------------------------------------
+def _lock_holder_pid(model_dir):
+  try:
+    with open(os.path.join(model_dir, run_dir.LOCK_FILE)) as f:
+      return int(f.read().split('"pid": ')[1].split(',')[0])
+  except (OSError, IndexError, ValueError):
+    return None
+
+
+def test_one_writer_per_folder_and_eval_beside_it(fashion_mnist_tfds_dir,
+                                                  tmp_path):
+  model_dir = str(tmp_path / 'run')
+  # Long enough (3750 steps) to still run while the others start.
+  log = open(tmp_path / 'trainer.log', 'w')  # pylint: disable=consider-using-with
+  trainer = subprocess.Popen(
+      main_command(fashion_mnist_tfds_dir, '--mode=train',
+                   f'--model_dir={model_dir}', extra=',train.epochs=1'),
+      env=cli_env(), cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+  try:
+    deadline = time.time() + 240
+    while not tf.train.latest_checkpoint(model_dir):
+      assert trainer.poll() is None and time.time() < deadline
+      time.sleep(0.1)
+    assert _lock_holder_pid(model_dir) == trainer.pid
+    second = subprocess.Popen(
+        main_command(fashion_mnist_tfds_dir, '--mode=train',
+                     f'--model_dir={model_dir}', extra=',data.ram=7'),
+        env=cli_env(), cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    evaluation = subprocess.run(
+        main_command(fashion_mnist_tfds_dir, '--mode=eval',
+                     f'--model_dir={model_dir}', extra=',train.epochs=1'),
+        env=cli_env(), cwd=tmp_path, capture_output=True, text=True,
+        check=False, timeout=300)
+    second_out, second_err = second.communicate(timeout=300)
+    assert trainer.poll() is None, 'the first run ended too early'
+  finally:
+    trainer.send_signal(signal.SIGKILL)  # Leaves its lock file behind.
+    trainer.wait()
+    log.close()
+  # The second writer stopped at once, naming the first; nothing of its own
+  # config reached the folder.
+  assert second.returncode == 1, second_out + second_err
+  assert 'Traceback' not in second_err
+  lines = [line for line in second_err.splitlines()
+           if line.startswith('error:')]
+  assert len(lines) == 1, second_err[-3000:]
+  assert lines[0].startswith(f'error: {model_dir} is in use by process '
+                             f'{trainer.pid} on {os.uname().nodename} (started')
+  assert lines[0].endswith('or pass another --model_dir')
+  assert 'ram: 7' not in open(os.path.join(model_dir, 'config.yaml')).read()
+  # Evaluation beside the trainer printed its result and wrote nothing.
+  assert evaluation.returncode == 0, evaluation.stderr[-2000:]
+  assert 'eval at step' in evaluation.stdout
+  assert 'is printed only' in evaluation.stdout
+  assert not os.path.exists(os.path.join(model_dir, 'metrics.json'))
+  assert not os.path.exists(os.path.join(model_dir, 'eval'))
+  # The killed trainer's lock is stale: the next run takes the folder over.
+  evaluation = subprocess.run(
+      main_command(fashion_mnist_tfds_dir, '--mode=eval',
+                   f'--model_dir={model_dir}', extra=',train.epochs=1'),
+      env=cli_env(), cwd=tmp_path, capture_output=True, text=True,
+      check=True, timeout=300)
+  assert 'is printed only' not in evaluation.stdout
+  assert len(run_dir.read_metrics(model_dir)['evals']) == 1
+
+
+# -- real read-only and full file systems ------------------------------------------
+def _private_mounts_work():
+  probe = subprocess.run(
+      ['unshare', '-m', 'sh', '-c', 'mount -t tmpfs -o size=64k tmpfs /mnt'],
+      capture_output=True, check=False)
+  return probe.returncode == 0
+
+
+@pytest.mark.skipif(not shutil.which('unshare') or not _private_mounts_work(),
+                    reason='no private mounts here; the simulated tests '
+                    'above cover the same errors')
+def test_real_read_only_and_full_disk_mounts(fashion_mnist_tfds_dir,
+                                             tmp_path):
+  # A tmpfs in a private mount namespace: read-only for the first command,
+  # then 512 KiB (room for config.yaml, not for a 1.3 MB checkpoint), then
+  # enlarged so that the same command resumes and cleans up.
+  mount_point = tmp_path / 'mnt'
+  mount_point.mkdir()
+  model_dir = f'{mount_point}/run'
+  command = ' '.join(f"'{a}'" for a in main_command(
+      fashion_mnist_tfds_dir, '--mode=train', f'--model_dir={model_dir}'))
+  script = f'''
+mount -t tmpfs -o ro,size=1m tmpfs {mount_point}
+{command}; echo "read-only exit $?"
+umount {mount_point}; mount -t tmpfs -o size=512k tmpfs {mount_point}
+{command}; echo "full exit $?"; ls {model_dir}
+mount -o remount,size=64m {mount_point}
+{command} > /dev/null; echo "again exit $?"; ls {model_dir}
+'''
+  result = subprocess.run(['unshare', '-m', 'sh', '-c', script],
+                          env=cli_env(), cwd=tmp_path, capture_output=True,
+                          text=True, check=False, timeout=600)
+  out, err = result.stdout, result.stderr
+  assert 'Traceback' not in err, err[-3000:]
+  errors = [line for line in err.splitlines() if line.startswith('error:')]
+  assert errors[0] == (f'error: cannot write {model_dir}: Read-only file '
+                       'system; pass a --model_dir in a writable place')
+  assert 'read-only exit 1' in out
+  assert 'No space left on device; free some space, then rerun the same ' \
+         'command' in errors[1]
+  assert len(errors) == 2, err[-3000:]
+  assert 'full exit 1' in out and 'again exit 0' in out
+  listing = out.split('again exit 0')[1].split()
+  assert 'ckpt-15.index' in listing
+  assert not [name for name in listing if name.endswith(('_temp', '.tmp'))]
