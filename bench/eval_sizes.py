@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from automl_effnetv2 import hparams  # noqa: E402
+from automl_effnetv2 import run_dir  # noqa: E402
 from automl_effnetv2 import train_lib  # noqa: E402
 
 
@@ -31,14 +32,16 @@ def main():
                       help='a split of the dataset config (default: the '
                       "run's eval split)")
   args = parser.parse_args()
-  config_path = os.path.join(args.model_dir, 'config.yaml')
-  if not os.path.exists(config_path):
-    sys.exit(f'error: {config_path} not found; pass the model_dir of a run')
-  config = hparams.Config.from_yaml(config_path)
+  folder = run_dir.RunDir(args.model_dir)
+  saved = folder.saved_config()
+  if saved is None:
+    sys.exit(f'error: no {run_dir.CONFIG_FILE} in {args.model_dir}; pass '
+             'the model_dir of a run')
+  config = hparams.Config(saved)
   if args.split:  # The dataset input rejects unknown splits, naming the valid ones.
     config.eval.split = args.split
   trainer = train_lib.Trainer(config, args.model_dir, data_dir=args.data_dir)
-  if not trainer.manager.latest_checkpoint:
+  if not folder.checkpoints():
     sys.exit(f'error: no checkpoint in {args.model_dir}')
   step = trainer.restore()
   print(f'{args.model_dir} at step {step}, trained last at '
