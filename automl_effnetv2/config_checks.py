@@ -37,7 +37,7 @@ _RULES = {
     'train.min_steps': (True, lambda v: _is_int(v) and v >= 0,
                         'an integer >= 0'),
     'train.stages': (True, lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
-    'train.lr_base': (False, lambda v: v > 0, 'a number > 0'),
+    'train.lr_base': (False, lambda v: v >= 0, 'a number >= 0'),
     'train.lr_min': (True, lambda v: v >= 0, 'a number >= 0'),
     'train.lr_warmup_epoch': (True, lambda v: v >= 0, 'a number >= 0'),
     'train.lr_decay_epoch': (True, lambda v: v > 0, 'a number > 0'),

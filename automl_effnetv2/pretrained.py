@@ -137,12 +137,9 @@ def layer_names(model) -> Dict[str, LayerNames]:
 
 
 def _loadable(layer) -> bool:
-  """Layers with weights other than the per-stage schedule variables."""
-  return any(not _is_schedule(w) for w in layer.weights)
-
-
-def _is_schedule(variable) -> bool:
-  return effnetv2_model._is_schedule_variable(variable)  # pylint: disable=protected-access
+  """Layers with weights (the per-stage rates are plain variables, not
+  weights, so they never reach a weights file)."""
+  return bool(layer.weights)
 
 
 def upstream_variable_names(model, scope: Optional[str] = None
@@ -521,7 +518,7 @@ def _refusal(model, source: Source, plan: Plan) -> Optional[str]:
     return None
   return (f'{source.path} ({source.kind}, {describe_source(source)}) does '
           f'not fit this run\'s model {model.name} '
-          f'({effnetv2_model.count_params(model):,} parameters): '
+          f'({model.count_params():,} parameters): '
           f'{"; ".join(problems)}. Use weights of this variant, or the '
           '--model_name (and model.* overrides) the weights were made with')
 

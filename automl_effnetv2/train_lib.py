@@ -544,12 +544,13 @@ class Trainer:
   def _reset_momentum(self) -> bool:
     """Zeroes the optimizer's momentum slots; True if there were any.
 
-    Momentum (SGD's velocity, RMSProp's mom) accumulates learning rate times
-    gradient, so after a diverging stretch it still moves the weights by
-    steps of the old, too large rate for a few dozen steps.
+    Momentum (RMSProp's mom: learning rate times gradient; TF1 momentum's
+    accumulation: gradients) carries the diverging stretch's huge steps or
+    gradients, so without a reset it keeps pushing the weights the wrong way
+    for a few dozen steps after the rate is lowered.
     """
     momentums = [v for v in self.optimizer.variables
-                 if v.path.endswith('_momentum')]
+                 if v.path.endswith(('_momentum', '_accumulation'))]
     for variable in momentums:
       variable.assign(tf.zeros_like(variable))
     return bool(momentums)

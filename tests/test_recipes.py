@@ -8,21 +8,21 @@ import pytest
 from automl_effnetv2 import hparams
 from automl_effnetv2 import recipes
 from automl_effnetv2 import run_config
-from automl_effnetv2 import train_lib
+from automl_effnetv2 import run_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _registered(name):
   config = run_config.build_config('efficientnetv2-b0', name)
-  return train_lib.flatten(config.as_dict())
+  return run_dir.flatten(config.as_dict())
 
 
 @pytest.mark.parametrize('name', recipes.recipe_names())
 def test_every_value_a_recipe_file_sets_reaches_its_registered_config(name):
   # A recipe file named like a registered config is that config's source:
   # nothing in the code changes its values on the way.
-  written = train_lib.flatten(hparams.load_yaml(recipes.recipe_path(name)))
+  written = run_dir.flatten(hparams.load_yaml(recipes.recipe_path(name)))
   assert written
   registered = _registered(name)
   for key, value in written.items():
@@ -33,7 +33,7 @@ def test_the_paper_range_recipe_differs_from_the_default_where_it_says():
   paper_range = _registered('fashion_mnist_paper_range')
   default = _registered('fashion_mnist')
   changed = {k for k in default if default[k] != paper_range[k]}
-  written = train_lib.flatten(hparams.load_yaml(
+  written = run_dir.flatten(hparams.load_yaml(
       recipes.recipe_path('fashion_mnist_paper_range')))
   assert changed and changed == set(written)
 

@@ -245,36 +245,38 @@ def test_runner_shares_skips_and_rebuilds_from_results_alone(
   runs, results = tmp_path / 'runs', tmp_path / 'results'
   command = [sys.executable, '-m', 'automl_effnetv2.ablation',
              '--dataset_cfg=fashion_mnist,fashion_mnist_paper_range',
-             '--modes=none,no_progressive', '--seeds=1', '--nostep_times',
+             '--modes=no_progressive', '--seeds=1', '--nostep_times',
              '--eval_every_epochs=0.002', f'--output_dir={runs}',
              f'--results_dir={results}',
              f'--hparam_str={tiny},data.tfds_data_dir={fashion_mnist_tfds_dir}']
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
   first = subprocess.run(command, env=env, cwd=REPO, capture_output=True,
                          text=True, check=True)
-  assert first.stdout.count('training in') == 3, first.stdout
+  assert first.stdout.count('training in') == 1, first.stdout
   assert ('fashion_mnist_paper_range/no_progressive/seed_0: the same run as '
           'fashion_mnist/no_progressive/seed_0') in first.stdout
-  kept = results / 'runs' / 'fashion_mnist' / 'none' / 'seed_0'
+  kept = results / 'runs' / 'fashion_mnist' / 'no_progressive' / 'seed_0'
   assert sorted(os.listdir(kept)) == ['config.yaml', 'metrics.json']
   evals = json.loads((kept / 'metrics.json').read_text())['evals']
-  # Every 0.002 epoch = 7 steps, plus the ends of the three stages.
+  # Every 0.002 epoch = 7 steps, plus the ends of the three stages (the
+  # same settings in each: the boundaries stay in no_progressive).
   assert [e['global_step'] for e in evals] == [5, 7, 10, 15]
   seconds = [e['train_seconds'] for e in evals]
   assert seconds == sorted(seconds)
   saved = yaml.safe_load((kept / 'config.yaml').read_text())
   assert saved['eval']['every_epochs'] == 0.002
   rows = study_report.read_csv(results / 'results.csv')
-  assert sorted((r['config'], r['mode']) for r in rows) == [
-      ('fashion_mnist', 'no_progressive'), ('fashion_mnist', 'none'),
-      ('fashion_mnist_paper_range', 'no_progressive'),
-      ('fashion_mnist_paper_range', 'none')]
+  # The shared run is listed under both configs.
+  assert sorted((r['config'], r['mode'], r['run']) for r in rows) == [
+      ('fashion_mnist', 'no_progressive', 'fashion_mnist/no_progressive/seed_0'),
+      ('fashion_mnist_paper_range', 'no_progressive',
+       'fashion_mnist/no_progressive/seed_0')]
   report = (results / 'results.md').read_text()
   # On another machine only the results folder is there: nothing reruns.
   shutil.rmtree(runs)
   again = subprocess.run(command, env=env, cwd=REPO, capture_output=True,
                          text=True, check=True)
-  assert again.stdout.count('finished, skipped') == 3
+  assert again.stdout.count('finished, skipped') == 1
   assert 'training in' not in again.stdout
   assert (results / 'results.md').read_text() == report
 
