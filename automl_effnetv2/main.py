@@ -123,14 +123,21 @@ def run(mode: str, config: hparams.Config, model_dir: str,
   return result
 
 
-def _evaluate(trainer):
+def _trained_folder(trainer, purpose: str):
+  """The run folder of a finished or running training, checked for `purpose`
+  ('evaluate', 'export'): a folder, with checkpoints, of this config."""
   folder = trainer.run_dir
   folder.check_is_folder()
   if not folder.checkpoints():
     raise train_lib.TrainingError(
-        f'no checkpoint in {folder.path} to evaluate; train first '
+        f'no checkpoint in {folder.path} to {purpose}; train first '
         '(--mode=train)')
   folder.check_saved_config(trainer.config)
+  return folder
+
+
+def _evaluate(trainer):
+  folder = _trained_folder(trainer, 'evaluate')
   trainer.check_inputs(is_training=False)
   with folder.owned_if_free() as owned:
     trainer.restore()
@@ -144,13 +151,7 @@ def _evaluate(trainer):
 def _export(trainer):
   """SavedModel, .keras and TFLite files of the latest checkpoint's EMA
   weights, written to model_dir/export under the folder's lock."""
-  folder = trainer.run_dir
-  folder.check_is_folder()
-  if not folder.checkpoints():
-    raise train_lib.TrainingError(
-        f'no checkpoint in {folder.path} to export; train first '
-        '(--mode=train)')
-  folder.check_saved_config(trainer.config)
+  folder = _trained_folder(trainer, 'export')
   with folder.owned():
     trainer.restore()
     return export.export_run(trainer)

@@ -362,7 +362,8 @@ def plot(results_dir, curve_rows, path):
     ax.set_title(config)
     ax.set_xlabel('training time (min, measured)')
     ax.grid(alpha=0.3)
-    ax.legend(loc='lower right')
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(loc='lower right')
   axes[0][0].set_ylabel('eval top-1 (%), mean ± 1 std over seeds')
   fig.tight_layout()
   fig.savefig(path, dpi=110)
