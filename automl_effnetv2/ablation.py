@@ -220,24 +220,33 @@ def ensure_step_times(path: str, cells: Sequence[Cell], build, data_dir,
   os.remove(log_path)
 
 
+def _usage_error(message: str):
+  """One line and a pointer to --help, as main.py does."""
+  print(f'error: {message} (see --help)', file=sys.stderr)
+  sys.exit(2)
+
+
 def main(argv):
   del argv
   from automl_effnetv2 import run_config  # pylint: disable=g-import-not-at-top
   from automl_effnetv2 import hparams  # pylint: disable=g-import-not-at-top
   if not (FLAGS.output_dir or FLAGS.results_dir):
-    raise app.UsageError('--output_dir is required (run folders go there)')
+    _usage_error('--output_dir is required (run folders go there)')
   results_dir = FLAGS.results_dir or os.path.join(FLAGS.output_dir,
                                                   'results')
   if FLAGS.report_only:
+    if not os.path.exists(os.path.join(results_dir, study_report.PLAN)):
+      _usage_error(f'{results_dir} holds no study ({study_report.PLAN} is '
+                   'missing); pass the --results_dir of a study')
     print('\n'.join(study_report.write_report(results_dir)))
     return
   if not FLAGS.output_dir:
-    raise app.UsageError('--output_dir is required (run folders go there)')
+    _usage_error('--output_dir is required (run folders go there)')
   for mode in FLAGS.modes:
     try:
       progressive.check_ablation(mode)
     except ValueError as e:
-      raise app.UsageError(str(e)) from e
+      _usage_error(str(e))
   cells = grid_order(FLAGS.dataset_cfg, FLAGS.modes, FLAGS.seeds)
   configs = {}
 
@@ -252,7 +261,7 @@ def main(argv):
   try:
     owner = shared_runs(cells, build)
   except (hparams.ConfigError, ValueError) as e:
-    raise app.UsageError(str(e)) from e
+    _usage_error(str(e))
   os.makedirs(results_dir, exist_ok=True)
   study_report.save_plan(results_dir, cells, owner, sys.argv[1:])
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
