@@ -136,9 +136,7 @@ def effective_schedule(config) -> Tuple[Tuple, ...]:
   num_images = config.data.splits[train.split or 'train'].num_images
   total = progressive.train_steps(train.epochs, num_images, train.batch_size,
                                   train.min_steps)
-  size = progressive.train_image_size(train.isize, config.eval.isize)
-  stages = progressive.apply_ablation(
-      progressive.stage_schedule(config, total, size), train.ablation)
+  stages = study_report.run_stages(config, total)
   merged = []
   for stage in stages:
     settings = (stage.image_size, stage.ram, stage.mixup_alpha,
