@@ -39,6 +39,8 @@ setuptools.setup(
         'cpu': [f'tensorflow-cpu>={TF_MIN}'],
         'gpu': [f'tensorflow[and-cuda]>={TF_MIN}'],
         'tf': [f'tensorflow>={TF_MIN}'],
-        'test': ['pytest>=7', 'pillow>=9', 'portpicker>=1.5'],
+        # pytest-xdist runs the suite on every core (--dist worksteal: 3.2+).
+        'test': ['pytest>=7', 'pytest-xdist>=3.2', 'pillow>=9',
+                 'portpicker>=1.5'],
     },
 )

@@ -359,46 +359,20 @@ def distort_image_with_autoaugment(image, seed, policy=None,
   return tf.switch_case(choice, [make_branch(p) for p in policy])
 
 
-def randaugment_op_names(ops=None):
-  """Validated RandAugment op names: None gives upstream's 16."""
-  if ops is None:
-    return RANDAUGMENT_OPS
-  names = (ops,) if isinstance(ops, str) else tuple(ops)
-  if not names:
-    raise ValueError(f'data.ra_ops must name RandAugment ops, got {ops!r} '
-                     '(lists use |: ra_ops=Rotate|Cutout)')
-  for name in names:
-    registry.check_name('RandAugment op in data.ra_ops', name,
-                        VALID_RANDAUGMENT_OPS)
-  return names
-
-
-def fill_color(fill=None):
-  """The uint8 colour geometric ops and cutout leave behind (None: gray)."""
-  if fill is None:
-    return REPLACE_GRAY
-  is_number = isinstance(fill, (int, float)) and not isinstance(fill, bool)
-  if not is_number or fill != int(fill) or not 0 <= fill <= 255:
-    raise ValueError(f'data.aug_fill must be a whole pixel value in [0, 255] '
-                     f'(or None for gray 128), got {fill!r}')
-  return (int(fill),) * 3
-
-
 def distort_image_with_randaugment(image, num_layers, magnitude, seed,
                                    translate_const=RANDAUGMENT_CONSTS[0],
                                    cutout_const=RANDAUGMENT_CONSTS[1],
-                                   ops=None, replace=REPLACE_GRAY,
+                                   ops=RANDAUGMENT_OPS, replace=REPLACE_GRAY,
                                    solarize_wrap=True):
   """Applies `num_layers` ops, each drawn uniformly from `ops`, at `magnitude`.
 
-  `ops` (names, None: upstream's 16) and `replace` (the fill colour) are port
-  additions; upstream always draws from all 16 and fills with gray. As
-  upstream, the chosen op is always applied (its sampled probability is
-  never used).
+  `ops` (names) and `replace` (the fill colour) are port additions; upstream
+  always draws from its 16 and fills with gray. As upstream, the chosen op
+  is always applied (its sampled probability is never used).
   """
   ops = [make_op(name, magnitude, translate_const, cutout_const, replace,
                  solarize_wrap)
-         for name in randaugment_op_names(ops)]
+         for name in ops]
   for layer in range(int(num_layers)):
     choice_seed, op_seed = split_seed(
         tf.random.experimental.stateless_fold_in(seed, layer), 2)
@@ -409,39 +383,26 @@ def distort_image_with_randaugment(image, num_layers, magnitude, seed,
   return image
 
 
-def distort_image(image, augname: str, ra_num_layers: int, ra_magnitude: float,
-                  seed, translate_const=None, cutout_const=None, ra_ops=None,
-                  fill=None, solarize_wrap=True):
+def distort_image(image, policy: str, spec, seed):
   """Upstream's dispatcher: 'autoaug', 'randaug' or 'ra_aa' (either, 50/50).
 
-  `ra_ops` narrows RandAugment's op list, `fill` sets the colour uncovered
-  pixels get (port additions; None keeps upstream's 16 ops and gray);
-  `solarize_wrap=False` makes Solarize's threshold stop wrapping at 256.
+  `spec` (an augment_spec.AugmentSpec) gives RandAugment's layers,
+  magnitude and ops, the pixel constants, the fill colour and Solarize's
+  wrap.
   """
-  def consts(defaults):
-    return (translate_const if translate_const is not None else defaults[0],
-            cutout_const if cutout_const is not None else defaults[1])
-
-  replace = fill_color(fill)
-  if augname == 'autoaug':
-    return distort_image_with_autoaugment(image, seed, None,
-                                          *consts(AUTOAUGMENT_CONSTS),
-                                          replace=replace,
-                                          solarize_wrap=solarize_wrap)
-  if augname == 'randaug':
-    return distort_image_with_randaugment(image, ra_num_layers, ra_magnitude,
-                                          seed, *consts(RANDAUGMENT_CONSTS),
-                                          ops=ra_ops, replace=replace,
-                                          solarize_wrap=solarize_wrap)
-  if augname == 'ra_aa':
+  if policy == 'autoaug':
+    return distort_image_with_autoaugment(
+        image, seed, None, *spec.constants('autoaug'),
+        replace=spec.fill_color, solarize_wrap=spec.solarize_wrap)
+  if policy == 'randaug':
+    return distort_image_with_randaugment(
+        image, spec.num_layers, spec.magnitude, seed,
+        *spec.constants('randaug'), ops=spec.ops, replace=spec.fill_color,
+        solarize_wrap=spec.solarize_wrap)
+  if policy == 'ra_aa':
     pick_seed, aug_seed = split_seed(seed, 2)
-    return tf.cond(
-        _uniform(pick_seed) < 0.5,
-        lambda: distort_image(image, 'autoaug', ra_num_layers, ra_magnitude,
-                              aug_seed, translate_const, cutout_const, ra_ops,
-                              fill, solarize_wrap),
-        lambda: distort_image(image, 'randaug', ra_num_layers, ra_magnitude,
-                              aug_seed, translate_const, cutout_const, ra_ops,
-                              fill, solarize_wrap))
+    return tf.cond(_uniform(pick_seed) < 0.5,
+                   lambda: distort_image(image, 'autoaug', spec, aug_seed),
+                   lambda: distort_image(image, 'randaug', spec, aug_seed))
   raise ValueError(registry.unknown_name_message(
-      'augmentation', augname, ('autoaug', 'randaug', 'ra_aa')))
+      'augmentation', policy, ('autoaug', 'randaug', 'ra_aa')))

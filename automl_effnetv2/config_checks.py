@@ -9,6 +9,7 @@ the valid range, all in one `ConfigError` line.
 import math
 from typing import Callable, List, Optional, Tuple
 
+from automl_effnetv2 import augment_spec
 from automl_effnetv2 import hparams
 from automl_effnetv2 import progressive
 
@@ -51,9 +52,8 @@ _RULES = {
     'model.survival_prob': (True, lambda v: 0 < v <= 1, 'in (0, 1]'),
     'data.mixup_alpha': (True, lambda v: v >= 0, 'a number >= 0 (0: off)'),
     'data.cutmix_alpha': (True, lambda v: v >= 0, 'a number >= 0 (0: off)'),
-    'data.ram': (True, lambda v: v >= 0, 'a number >= 0'),
-    'data.ra_num_layers': (True, lambda v: _is_int(v) and v >= 0,
-                           'an integer >= 0'),
+    'data.shuffle_size_k': (True, lambda v: v > 0,
+                            "a number > 0 (None: the input's own)"),
     'runtime.log_step_count_steps': (False, lambda v: _is_int(v) and v >= 1,
                                      'an integer >= 1'),
     'runtime.save_checkpoints_steps': (False, lambda v: _is_int(v) and v >= 1,
@@ -141,6 +141,10 @@ def validate(config: hparams.Config, strategies: Optional[tuple] = None):
   problems = _non_finite(config.as_dict())
   if not problems:
     problems = _range_problems(config)
+    try:  # The augmentation keys are checked where they are read.
+      augment_spec.AugmentSpec.from_config(config.data)
+    except hparams.ConfigError as e:
+      problems.append(str(e))
   if not problems:
     problems = _size_problems(config, strategies)
   if problems:

@@ -27,7 +27,7 @@ from typing import Optional
 from absl import logging
 import tensorflow as tf
 
-from automl_effnetv2 import autoaugment
+from automl_effnetv2 import augment_spec
 from automl_effnetv2 import hparams
 from automl_effnetv2 import local_data
 from automl_effnetv2 import preprocessing
@@ -142,14 +142,13 @@ class ImageNetInput:
 
   def __init__(self, is_training: bool, image_size: int, image_dtype=None,
                data_dir: Optional[str] = None, split: Optional[str] = None,
-               cache: bool = False, augname: Optional[str] = None,
+               cache: bool = False,
+               augment: augment_spec.AugmentSpec = (
+                   augment_spec.NO_AUGMENTATION),
                mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
-               ra_num_layers: int = 2, ra_magnitude: float = 15,
-               translate_const=None, cutout_const=None, ra_ops=None,
-               aug_fill=None, seed: int = 0,
-               tfds_data_dir: Optional[str] = None,
+               seed: int = 0, tfds_data_dir: Optional[str] = None,
                parallel_calls: Optional[int] = None,
-               solarize_wrap: bool = True,
+               shuffle_size_k: Optional[float] = None,
                num_images: Optional[int] = None):
     if image_size < 1:
       raise ValueError(f'image_size must be positive, got {image_size}')
@@ -161,19 +160,9 @@ class ImageNetInput:
     registry.check_name(f'{type(self).__name__} split', self.split,
                         self.cfg.splits, DatasetError)
     self.cache = cache
-    self.augname = augname
+    self.augment = augment  # Checked when it was built.
     self.mixup_alpha = float(mixup_alpha or 0.0)
     self.cutmix_alpha = float(cutmix_alpha or 0.0)
-    self.ra_num_layers = ra_num_layers
-    self.ra_magnitude = ra_magnitude
-    self.translate_const = translate_const
-    self.cutout_const = cutout_const
-    # Checked here, so that a bad name fails before a pipeline is traced.
-    self.ra_ops = (None if ra_ops is None else
-                   autoaugment.randaugment_op_names(ra_ops))
-    autoaugment.fill_color(aug_fill)
-    self.aug_fill = aug_fill
-    self.solarize_wrap = solarize_wrap
     # The run config's split size (upstream counts steps from it); it sets
     # how many fake examples data_dir=null yields.
     self._num_images = num_images
@@ -187,6 +176,10 @@ class ImageNetInput:
                        f'None (autotune), got {parallel_calls!r}')
     self.parallel_calls = None if parallel_calls is None else int(
         parallel_calls)
+    if shuffle_size_k is not None and not shuffle_size_k > 0:
+      raise ValueError('data.shuffle_size_k must be a number > 0 or None '
+                       f"(the input's own buffer), got {shuffle_size_k!r}")
+    self.shuffle_size_k = shuffle_size_k
 
   @property
   def autotune(self) -> bool:
@@ -281,11 +274,7 @@ class ImageNetInput:
       return image
     return preprocessing.preprocess_image(
         image, self.image_size, self.is_training, seed=seed,
-        image_dtype=tf.float32, augname=self.augname,
-        ra_num_layers=self.ra_num_layers, ra_magnitude=self.ra_magnitude,
-        translate_const=self.translate_const, cutout_const=self.cutout_const,
-        ra_ops=self.ra_ops, aug_fill=self.aug_fill,
-        solarize_wrap=self.solarize_wrap)
+        image_dtype=tf.float32, augment=self.augment)
 
   def dataset(self, batch_size: int, input_context=None, start_step: int = 0):
     """A pipeline of (images [B, S, S, 3], labels [B, classes]) batches.
@@ -339,6 +328,11 @@ class ImageNetInput:
     return ds.with_options(options)
 
   def shuffle_buffer_size(self) -> int:
+    if self.shuffle_size_k:
+      return max(1, int(self.shuffle_size_k * 1024))
+    return self.default_shuffle_buffer_size()
+
+  def default_shuffle_buffer_size(self) -> int:
     return self.shuffle_buffer
 
   def distribute_dataset_fn(self, global_batch_size: int, start_step: int = 0):
@@ -403,7 +397,7 @@ class CIFAR10Input(ImageNetInput):
                      data_dir=self.data_dir or self.tfds_data_dir,
                      shuffle_files=False, try_gcs=self.cfg.try_gcs)
 
-  def shuffle_buffer_size(self) -> int:
+  def default_shuffle_buffer_size(self) -> int:
     # Upstream shuffles cached tfds inputs with a 16K buffer, others with
     # the 128K one.
     return 16 * 1024 if self.cache else self.shuffle_buffer
@@ -529,9 +523,12 @@ def get_dataset_class(ds_name: str):
 
 
 def build_dataset_input(is_training, image_size, image_dtype, data_dir, split,
-                        data_config, seed=0):
-  """An Input for `data_config.ds_name` with the config's augmentation."""
+                        data_config, seed=0, augment=None):
+  """An Input for `data_config.ds_name` with `augment` (default: the
+  config's augmentation)."""
   ds_cls = get_dataset_class(data_config.ds_name)
+  if augment is None:
+    augment = augment_spec.AugmentSpec.from_config(data_config)
   split_info = data_config.splits.get(
       split or ('train' if is_training else 'eval')) or {}
   return ds_cls(
@@ -541,19 +538,13 @@ def build_dataset_input(is_training, image_size, image_dtype, data_dir, split,
       data_dir=data_dir or data_config.data_dir,
       split=split,
       cache=data_config.cache,
-      augname=data_config.augname,
+      augment=augment,
       mixup_alpha=data_config.mixup_alpha,
       cutmix_alpha=data_config.cutmix_alpha,
-      ra_num_layers=data_config.ra_num_layers,
-      ra_magnitude=data_config.ram,
-      translate_const=data_config.get('translate_const'),
-      cutout_const=data_config.get('cutout_const'),
-      ra_ops=data_config.get('ra_ops'),
-      aug_fill=data_config.get('aug_fill'),
       seed=seed,
       tfds_data_dir=data_config.get('tfds_data_dir'),
       parallel_calls=data_config.get('parallel_calls'),
-      solarize_wrap=data_config.get('solarize_wrap', True),
+      shuffle_size_k=data_config.get('shuffle_size_k'),
       num_images=split_info.get('num_images'))
 
 

@@ -76,13 +76,14 @@ def inference_model(trainer) -> keras.Model:
   return model
 
 
-def serving_function(model, image_size: int, augname):
-  """uint8 images [N, H, W, 1 or 3] -> {'logits', 'probabilities'}."""
+def serving_function(model, image_size: int, augment):
+  """uint8 images [N, H, W, 1 or 3] -> {'logits', 'probabilities'};
+  `augment` (an AugmentSpec) picks the eval preprocessing family."""
   image_size = int(image_size)
 
   def preprocess(image):
     return preprocessing.preprocess_image(image, image_size, False,
-                                          augname=augname)
+                                          augment=augment)
 
   @tf.function(input_signature=[
       tf.TensorSpec([None, None, None, None], tf.uint8, name='images')])
@@ -95,10 +96,10 @@ def serving_function(model, image_size: int, augname):
   return serve
 
 
-def write_saved_model(model, path: str, image_size: int, augname,
+def write_saved_model(model, path: str, image_size: int, augment,
                       dataset: str):
   """A SavedModel with the serving and metadata signatures."""
-  serve = serving_function(model, image_size, augname)
+  serve = serving_function(model, image_size, augment)
   names = labels.class_names(dataset, model.output_shape[-1]) or []
 
   @tf.function(input_signature=[])
@@ -138,7 +139,7 @@ def export_run(trainer, export_dir: str = None) -> Dict[str, str]:
   paths = {}
   paths['saved_model'] = write_saved_model(
       model, os.path.join(export_dir, SAVED_MODEL), trainer.eval_size,
-      data.augname, data.ds_name)
+      trainer.augment, data.ds_name)
   keras_model = keras.Model(model.inputs, model.outputs, name=model.name)
   paths['keras'] = os.path.join(export_dir, KERAS_FILE)
   keras_model.save(paths['keras'])

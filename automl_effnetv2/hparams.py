@@ -424,6 +424,10 @@ base_config = Config(
         # Port addition: tf.data map parallelism; None lets the autotuner
         # choose (upstream's AUTOTUNE everywhere).
         parallel_calls=None,
+        # Port addition: the training shuffle buffer in units of 1,024
+        # examples (upstream's Input attribute shuffle_size_k); None keeps
+        # each input's own: 128 (TFRecords), 16 (cached tfds datasets).
+        shuffle_size_k=None,
         # Port addition: True keeps upstream's Solarize threshold, which
         # wraps modulo 256 from magnitude 10 up; False: thresholds >= 256
         # leave the image unchanged (autoaugment.solarize_threshold).

@@ -77,8 +77,7 @@ def from_model_dir(model_dir: str) -> Predictor:
   trainer = train_lib.Trainer(config, model_dir)
   trainer.restore()
   model = export.inference_model(trainer)
-  serve = export.serving_function(model, trainer.eval_size,
-                                  config.data.augname)
+  serve = export.serving_function(model, trainer.eval_size, trainer.augment)
   return Predictor(lambda images: serve(images)['probabilities'].numpy()[0],
                    config.data.ds_name, config.data.num_classes)
 

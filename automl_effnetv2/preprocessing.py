@@ -1,6 +1,7 @@
 """Per-image preprocessing for training and evaluation.
 
-Three families, chosen by `augname` as upstream does:
+Three families, chosen by `data.augname` as upstream does (decoded in
+augment_spec, which also holds every augmentation setting):
 - default (`randaug`, `autoaug`, `ra_aa`, None): train = random crop with
   area in [0.05, 1], bilinear resize, flip, optional augmentation; eval =
   centre crop of size/(size+32) when size < 320, resize; output (x-128)/128.
@@ -15,6 +16,7 @@ on them. Randomness is stateless and driven by the `seed` argument.
 """
 import tensorflow as tf
 
+from automl_effnetv2 import augment_spec
 from automl_effnetv2 import autoaugment
 
 IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -38,16 +40,11 @@ def to_rgb(image):
   return image
 
 
-def _augment_uint8(image, augname, ra_num_layers, ra_magnitude, seed,
-                   translate_const, cutout_const, ra_ops, aug_fill,
-                   solarize_wrap):
-  """Runs AutoAugment/RandAugment on a float [0, 255] image."""
+def _augment_uint8(image, policy, augment, seed):
+  """Runs one of augment_spec.IMAGE_POLICIES on a float [0, 255] image."""
   dtype = image.dtype
   image = tf.cast(tf.clip_by_value(image, 0.0, 255.0), tf.uint8)
-  image = autoaugment.distort_image(image, augname, ra_num_layers,
-                                    ra_magnitude, seed, translate_const,
-                                    cutout_const, ra_ops, aug_fill,
-                                    solarize_wrap)
+  image = autoaugment.distort_image(image, policy, augment, seed)
   return tf.cast(image, dtype)
 
 
@@ -90,19 +87,15 @@ def legacy_resize(image, image_size):
       half_pixel_centers=False)[0]
 
 
-def preprocess_for_train(image, image_size, seed, augname=None,
-                         ra_num_layers=2, ra_magnitude=15,
-                         translate_const=None, cutout_const=None, ra_ops=None,
-                         aug_fill=None, solarize_wrap=True):
+def preprocess_for_train(image, image_size, seed,
+                         augment=augment_spec.NO_AUGMENTATION):
   """Random crop, resize, flip, augmentation; float in [0, 255]."""
   crop_seed, flip_seed, aug_seed = autoaugment.split_seed(seed, 3)
   image = random_crop(image, crop_seed)
   image = tf.image.resize(image, [image_size, image_size])
   image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-  if augname:
-    image = _augment_uint8(image, augname, ra_num_layers, ra_magnitude,
-                           aug_seed, translate_const, cutout_const, ra_ops,
-                           aug_fill, solarize_wrap)
+  for policy in augment.image_policies:
+    image = _augment_uint8(image, policy, augment, aug_seed)
   return image
 
 
@@ -113,10 +106,7 @@ def preprocess_for_eval(image, image_size):
   return tf.image.resize(image, [image_size, image_size])
 
 
-def preprocess_for_finetune(image, image_size, is_training, seed, augname,
-                            ra_num_layers=2, ra_magnitude=15,
-                            translate_const=None, cutout_const=None,
-                            ra_ops=None, aug_fill=None, solarize_wrap=True):
+def preprocess_for_finetune(image, image_size, is_training, seed, augment):
   """Upstream's 'ft' path; output in [-1, 1]."""
   mean, std = 0.5, 0.5
   image = (tf.cast(image, tf.float32) / 255.0 - mean) / std
@@ -125,24 +115,18 @@ def preprocess_for_finetune(image, image_size, is_training, seed, augname,
     return image
   flip_seed, aug_seed, cutout_seed, noise_seed = autoaugment.split_seed(seed, 4)
   image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-  for policy in ('autoaug', 'randaug'):
-    if policy in augname:
-      pixels = (image * std + mean) * 255.0
-      pixels = _augment_uint8(pixels, policy, ra_num_layers, ra_magnitude,
-                              aug_seed, translate_const, cutout_const, ra_ops,
-                              aug_fill, solarize_wrap)
-      image = (pixels / 255.0 - mean) / std
-  if augname == 'ft' or 'cutout' in augname:
+  for policy in augment.image_policies:
+    pixels = (image * std + mean) * 255.0
+    pixels = _augment_uint8(pixels, policy, augment, aug_seed)
+    image = (pixels / 255.0 - mean) / std
+  if augment.finetune_cutout:
     # Upstream fills the hole with uniform noise in [0, 1).
     noise = tf.random.stateless_uniform(tf.shape(image), noise_seed)
     image = autoaugment.cutout(image, image_size // 4, noise, cutout_seed)
   return image
 
 
-def preprocess_legacy(image, image_size, is_training, seed, augname=None,
-                      ra_num_layers=2, ra_magnitude=15, translate_const=None,
-                      cutout_const=None, ra_ops=None, aug_fill=None,
-                      solarize_wrap=True):
+def preprocess_legacy(image, image_size, is_training, seed, augment):
   """EfficientNet V1's path, on decoded images; ImageNet-normalized output.
 
   Crops, resize and normalization are upstream's preprocess_legacy.py;
@@ -162,10 +146,8 @@ def preprocess_legacy(image, image_size, is_training, seed, augname=None,
                     lambda: cropped)
     image = legacy_resize(image, image_size)
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-    if augname:
-      image = _augment_uint8(image, augname, ra_num_layers, ra_magnitude,
-                             aug_seed, translate_const, cutout_const, ra_ops,
-                             aug_fill, solarize_wrap)
+    for policy in augment.image_policies:
+      image = _augment_uint8(image, policy, augment, aug_seed)
   else:
     image = legacy_resize(center_crop(image, image_size, legacy=True),
                           image_size)
@@ -174,9 +156,7 @@ def preprocess_legacy(image, image_size, is_training, seed, augname=None,
 
 
 def preprocess_image(image, image_size, is_training, seed=None,
-                     image_dtype=None, augname=None, ra_num_layers=2,
-                     ra_magnitude=15, translate_const=None, cutout_const=None,
-                     ra_ops=None, aug_fill=None, solarize_wrap=True):
+                     image_dtype=None, augment=augment_spec.NO_AUGMENTATION):
   """Preprocesses one image for training or evaluation.
 
   Args:
@@ -185,15 +165,8 @@ def preprocess_image(image, image_size, is_training, seed=None,
     is_training: random crops, flips and augmentation when True.
     seed: int32 [2] stateless seed; required when is_training.
     image_dtype: output dtype (float32 when None).
-    augname: see the module docstring.
-    ra_num_layers, ra_magnitude: RandAugment's N and M.
-    translate_const, cutout_const: augmentation pixel constants (None keeps
-      upstream's: 100/40 for RandAugment, 250/100 for AutoAugment).
-    ra_ops: RandAugment op names to draw from (None: upstream's 16).
-    aug_fill: pixel value that geometric ops and cutout leave behind (None:
-      upstream's gray 128).
-    solarize_wrap: Solarize's threshold wraps modulo 256 as upstream's does
-      (autoaugment.solarize_threshold); False: the intended op.
+    augment: an augment_spec.AugmentSpec; its policy also picks the family
+      (see the module docstring), for evaluation too.
 
   Returns:
     A [image_size, image_size, 3] image; [-1, 1] for the default and ft paths.
@@ -201,19 +174,14 @@ def preprocess_image(image, image_size, is_training, seed=None,
   if is_training and seed is None:
     raise ValueError('training preprocessing needs a stateless seed')
   image = to_rgb(image)
-  options = dict(ra_num_layers=ra_num_layers, ra_magnitude=ra_magnitude,
-                 translate_const=translate_const, cutout_const=cutout_const,
-                 ra_ops=ra_ops, aug_fill=aug_fill,
-                 solarize_wrap=solarize_wrap)
-  if augname and augname.startswith('effnetv1_'):
-    out = preprocess_legacy(image, image_size, is_training, seed,
-                            augname[len('effnetv1_'):], **options)
-  elif augname and augname.startswith('ft'):
+  if augment.family == 'legacy':
+    out = preprocess_legacy(image, image_size, is_training, seed, augment)
+  elif augment.family == 'finetune':
     out = preprocess_for_finetune(image, image_size, is_training, seed,
-                                  augname, **options)
+                                  augment)
   else:
     if is_training:
-      out = preprocess_for_train(image, image_size, seed, augname, **options)
+      out = preprocess_for_train(image, image_size, seed, augment)
     else:
       out = preprocess_for_eval(image, image_size)
     out = (out - 128.0) / 128.0

@@ -21,6 +21,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from automl_effnetv2 import augment_spec
 from automl_effnetv2 import datasets
 from automl_effnetv2 import divergence
 from automl_effnetv2 import effnetv2_model
@@ -137,6 +138,8 @@ class Trainer:
     self.eval_size = int(config.eval.isize or self.train_size)
     self.stages = self.schedule()
     try:
+      # Read and checked once; each stage sets its magnitude on it.
+      self.augment = augment_spec.AugmentSpec.from_config(data)
       # Steps after which training pauses for an evaluation (eval.every_*).
       self.eval_points = progressive.eval_steps(
           int(config.eval.get('every_steps') or 0),
@@ -333,7 +336,8 @@ class Trainer:
     """Top-1/top-5 on the eval split; EMA weights when the run keeps them."""
     inp = datasets.build_dataset_input(
         False, self.eval_size, self.image_dtype, self.data_dir,
-        self.eval_split, self.config.data, seed=self.config.runtime.seed)
+        self.eval_split, self.config.data, seed=self.config.runtime.seed,
+        augment=self.augment)
     dist = self.strategy.distribute_datasets_from_function(
         inp.distribute_dataset_fn(self.config.eval.batch_size))
     restore = self.ema.swap_into_model() if (use_ema and self.ema) else None
@@ -452,13 +456,17 @@ class Trainer:
 
   # -- stage settings ---------------------------------------------------------
   def apply_stage(self, stage: progressive.Stage):
-    """Sets the model's regularization and returns the stage's data config."""
+    """Sets the model's dropout and returns the stage's data config (its
+    mixup and cutmix; the magnitude is in `stage_augment`)."""
     self.model.set_dropout_rate(stage.dropout_rate)
     data = hparams.Config(self.config.data.as_dict())
-    data.ram = stage.ram
     data.mixup_alpha = stage.mixup_alpha
     data.cutmix_alpha = stage.cutmix_alpha
     return data
+
+  def stage_augment(self, stage: progressive.Stage):
+    """The run's augmentation at the stage's RandAugment magnitude."""
+    return self.augment.at_magnitude(stage.ram)
 
   def stage_iterator(self, stage: progressive.Stage, start_step: int,
                      data_config: Optional[hparams.Config] = None):
@@ -469,7 +477,8 @@ class Trainer:
     data_config = stage_data if data_config is None else data_config
     inp = datasets.build_dataset_input(
         True, stage.image_size, self.image_dtype, self.data_dir,
-        self.train_split, data_config, seed=self.config.runtime.seed)
+        self.train_split, data_config, seed=self.config.runtime.seed,
+        augment=self.stage_augment(stage))
     dist = self.strategy.distribute_datasets_from_function(
         inp.distribute_dataset_fn(self.config.train.batch_size, start_step))
     return iter(dist)
@@ -488,7 +497,7 @@ class Trainer:
         is_training, self.train_size if is_training else self.eval_size,
         self.image_dtype, self.data_dir,
         self.train_split if is_training else self.eval_split,
-        self.config.data, seed=self.config.runtime.seed)
+        self.config.data, seed=self.config.runtime.seed, augment=self.augment)
     inp.make_source_dataset(0, 1)
     self._inputs_checked.add(is_training)
 

@@ -24,6 +24,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import tensorflow as tf  # noqa: E402
 
+from automl_effnetv2 import augment_spec  # noqa: E402
 from automl_effnetv2 import datasets  # noqa: E402
 from automl_effnetv2 import hparams  # noqa: E402
 from automl_effnetv2 import local_data  # noqa: E402
@@ -31,13 +32,10 @@ from automl_effnetv2 import local_data  # noqa: E402
 import train_throughput  # noqa: E402  pylint: disable=g-import-not-at-top
 
 
-def pipeline_images_per_second(size, batch, batches, tfds_dir, augname,
-                               threadpool, ra_num_layers=2, ra_ops=None,
-                               aug_fill=None):
+def pipeline_images_per_second(size, batch, batches, tfds_dir, augment,
+                               threadpool):
   inp = datasets.FashionMNISTInput(
-      is_training=True, image_size=size, augname=augname, ra_magnitude=10,
-      ra_num_layers=ra_num_layers, ra_ops=ra_ops, aug_fill=aug_fill,
-      mixup_alpha=0.1, translate_const=8, cutout_const=8,
+      is_training=True, image_size=size, augment=augment, mixup_alpha=0.1,
       tfds_data_dir=tfds_dir, cache=True)
   ds = inp.dataset(batch)
   if threadpool:
@@ -76,11 +74,12 @@ def main():
   print(f'batch {args.batch}, augname {args.augname}, RandAugment N='
         f'{args.ra_num_layers} ops {ra_ops or "all"} fill {args.aug_fill}, '
         f'{os.cpu_count()} CPUs')
+  augment = augment_spec.AugmentSpec(
+      policy=args.augname, num_layers=args.ra_num_layers, magnitude=10,
+      ops=ra_ops, translate_const=8, cutout_const=8, fill=args.aug_fill)
   for size in [int(s) for s in args.sizes.split(',')]:
     pipeline = pipeline_images_per_second(size, args.batch, args.batches,
-                                          tfds_dir, args.augname,
-                                          args.threadpool, args.ra_num_layers,
-                                          ra_ops, args.aug_fill)
+                                          tfds_dir, augment, args.threadpool)
     line = f'{size:4d} px: pipeline {pipeline:8.1f} img/s'
     if not args.skip_model:
       model = args.batch / train_throughput.ours_step_seconds(

@@ -8,6 +8,7 @@ from PIL import Image, ImageEnhance, ImageOps
 import pytest
 import tensorflow as tf
 
+from automl_effnetv2 import augment_spec
 from automl_effnetv2 import autoaugment as aa
 
 SEED = tf.constant([3, 4], tf.int64)
@@ -195,10 +196,11 @@ def test_randaugment_zero_layers_is_identity():
 
 def test_autoaugment_policy_v0_runs_deterministically():
   image = tf.constant(_random_image(24, 24, seed=6))
-  outs = [aa.distort_image(image, 'autoaug', 2, 10,
+  spec = augment_spec.AugmentSpec(policy='autoaug')
+  outs = [aa.distort_image(image, 'autoaug', spec,
                            tf.constant([s, 2], tf.int64)).numpy()
           for s in range(8)]
-  again = aa.distort_image(image, 'autoaug', 2, 10,
+  again = aa.distort_image(image, 'autoaug', spec,
                            tf.constant([0, 2], tf.int64)).numpy()
   np.testing.assert_array_equal(outs[0], again)
   assert len({o.tobytes() for o in outs}) > 3
@@ -207,20 +209,10 @@ def test_autoaugment_policy_v0_runs_deterministically():
 
 def test_unknown_augmentation_names_are_refused():
   with pytest.raises(ValueError, match='randaug'):
-    aa.distort_image(tf.zeros([8, 8, 3], tf.uint8), 'randaugment', 2, 10, SEED)
+    aa.distort_image(tf.zeros([8, 8, 3], tf.uint8), 'randaugment',
+                     augment_spec.NO_AUGMENTATION, SEED)
   with pytest.raises(ValueError, match='Rotate'):
     aa.make_op('Spin', 5, 100, 40)
-
-
-def test_randaugment_op_list_defaults_to_upstreams_16_and_checks_names():
-  assert aa.randaugment_op_names() == aa.RANDAUGMENT_OPS
-  assert len(aa.randaugment_op_names()) == 16
-  assert aa.randaugment_op_names('Rotate') == ('Rotate',)
-  assert aa.randaugment_op_names(['Rotate', 'Cutout']) == ('Rotate', 'Cutout')
-  with pytest.raises(ValueError, match='valid: AutoContrast.*Rotate'):
-    aa.randaugment_op_names(['Rotate', 'Spin'])
-  with pytest.raises(ValueError, match='ra_ops'):
-    aa.randaugment_op_names([])
 
 
 def test_randaugment_draws_only_from_the_given_ops():
@@ -245,10 +237,7 @@ def test_randaugment_draws_only_from_the_given_ops():
 
 
 def test_identity_is_drawn_only_when_named_and_keeps_the_image():
-  assert 'Identity' not in aa.randaugment_op_names()  # upstream's default
-  # Kept twice: a repeated name is drawn twice as often.
-  assert aa.randaugment_op_names(['Identity', 'Identity']) == (
-      'Identity', 'Identity')
+  assert 'Identity' not in aa.RANDAUGMENT_OPS  # upstream's default
   image = tf.constant(_random_image(16, 16, seed=3))
   # With Invert beside it, each image is either untouched or inverted, and
   # both occur: Identity is a real draw, not a filter on the list.
@@ -269,17 +258,10 @@ def test_identity_is_drawn_only_when_named_and_keeps_the_image():
 def test_fill_value_reaches_geometric_ops_and_cutout(fill, expected):
   image = tf.constant(np.full((16, 16, 3), 200, np.uint8))
   for name in ('TranslateX', 'Rotate', 'Cutout'):
-    out = aa.distort_image(image, 'randaug', 1, 10, SEED,
-                           translate_const=6, cutout_const=4, ra_ops=[name],
-                           fill=fill).numpy()
+    spec = augment_spec.AugmentSpec(
+        policy='randaug', num_layers=1, magnitude=10, translate_const=6,
+        cutout_const=4, ops=[name], fill=fill)
+    out = aa.distort_image(image, 'randaug', spec, SEED).numpy()
     uncovered = out != 200
     assert uncovered.any(), name
     assert (out[uncovered] == expected).all(), (name, np.unique(out))
-
-
-def test_fill_value_outside_a_pixel_range_is_refused():
-  assert aa.fill_color() == aa.REPLACE_GRAY
-  assert aa.fill_color(0) == (0, 0, 0)
-  for bad in (256, -1, 0.5, 'black', True):
-    with pytest.raises(ValueError, match=r'aug_fill.*\[0, 255\]'):
-      aa.fill_color(bad)

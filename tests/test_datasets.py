@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from automl_effnetv2 import augment_spec
 from automl_effnetv2 import autoaugment
 from automl_effnetv2 import datasets
 from automl_effnetv2 import hparams
@@ -53,8 +54,9 @@ def test_fashion_mnist_raw_images_are_28x28_gray(fashion_mnist_tfds_dir):
 def test_fashion_mnist_pipeline_shapes_and_ranges(fashion_mnist_tfds_dir,
                                                   size, is_training):
   inp = datasets.FashionMNISTInput(
-      is_training=is_training, image_size=size, augname='randaug',
-      ra_magnitude=10, mixup_alpha=0.2, cutmix_alpha=0.2,
+      is_training=is_training, image_size=size,
+      augment=augment_spec.AugmentSpec(policy='randaug', magnitude=10),
+      mixup_alpha=0.2, cutmix_alpha=0.2,
       tfds_data_dir=fashion_mnist_tfds_dir)
   images, labels = next(iter(inp.dataset(16)))
   assert images.shape == (16, size, size, 3)
@@ -67,7 +69,8 @@ def test_fashion_mnist_pipeline_shapes_and_ranges(fashion_mnist_tfds_dir,
 def test_resumed_stream_equals_uninterrupted_stream(fashion_mnist_tfds_dir):
   def make():
     return datasets.FashionMNISTInput(
-        is_training=True, image_size=32, augname='randaug', ra_magnitude=10,
+        is_training=True, image_size=32,
+        augment=augment_spec.AugmentSpec(policy='randaug', magnitude=10),
         mixup_alpha=0.3, cutmix_alpha=0.3, seed=5,
         tfds_data_dir=fashion_mnist_tfds_dir)
   uninterrupted = [b for b in make().dataset(8).take(5)]
@@ -81,7 +84,8 @@ def test_resumed_stream_equals_uninterrupted_stream(fashion_mnist_tfds_dir):
 def test_fixed_parallelism_gives_the_autotuned_stream(fashion_mnist_tfds_dir):
   def make(parallel_calls):
     return datasets.FashionMNISTInput(
-        is_training=True, image_size=32, augname='ft_randaug', mixup_alpha=0.2,
+        is_training=True, image_size=32, augment=augment_spec.AugmentSpec(policy='ft_randaug'),
+        mixup_alpha=0.2,
         seed=3, tfds_data_dir=fashion_mnist_tfds_dir,
         parallel_calls=parallel_calls)
   autotuned = make(None).dataset(8)
@@ -116,10 +120,10 @@ def test_registered_fashion_mnist_ops_keep_the_black_background(magnitude):
   # that inverts the image or grays its background, and fills with black.
   config = run_config.build_config('efficientnetv2-b0', 'fashion_mnist')
   black = tf.zeros([28, 28, 3], tf.uint8)
-  fill = autoaugment.fill_color(config.data.aug_fill)
-  for name in autoaugment.randaugment_op_names(config.data.ra_ops):
-    op = autoaugment.make_op(name, magnitude, config.data.translate_const,
-                             config.data.cutout_const, fill)
+  spec = augment_spec.AugmentSpec.from_config(config.data)
+  for name in spec.ops:
+    op = autoaugment.make_op(name, magnitude, *spec.constants('randaug'),
+                             spec.fill_color)
     for seed in range(3):
       out = op(black, tf.constant([seed, 1], tf.int64)).numpy()
       assert not out.any(), (name, magnitude, out.max())
@@ -132,6 +136,32 @@ def test_fashion_mnist_recipe_draws_upstreams_ops_less_the_inverting_ones():
       op for op in autoaugment.RANDAUGMENT_OPS
       if op not in ('Invert', 'Solarize', 'SolarizeAdd')]
   assert config.data.aug_fill == 0  # The images' black background.
+
+
+def test_shuffle_buffer_from_the_config(fashion_mnist_tfds_dir):
+  def first_labels(extra):
+    config = run_config.build_config(
+        'efficientnetv2-b0', 'fashion_mnist',
+        'data.mixup_alpha=0,data.cutmix_alpha=0,'
+        f'data.tfds_data_dir={fashion_mnist_tfds_dir}' + extra)
+    inp = datasets.build_dataset_input(True, 32, None, None, None,
+                                       config.data)
+    _, labels = next(iter(inp.dataset(32)))
+    return inp, np.argmax(labels.numpy(), -1)
+
+  # A buffer of one example shuffles nothing: the stream is the split's
+  # own order. The default buffer (upstream's 16K) reorders it.
+  unshuffled, labels = first_labels(',data.shuffle_size_k=0.0009765625')
+  assert unshuffled.shuffle_buffer_size() == 1
+  source = unshuffled.make_source_dataset(0, 1).take(32)
+  in_order = [int(np.argmax(label)) for _, label in source.as_numpy_iterator()]
+  np.testing.assert_array_equal(labels, in_order)
+  default, labels = first_labels('')
+  assert default.shuffle_buffer_size() == 16 * 1024
+  assert list(labels) != in_order
+  with pytest.raises(hparams.ConfigError, match='shuffle_size_k'):
+    run_config.build_config('efficientnetv2-b0', 'fashion_mnist',
+                            'data.shuffle_size_k=0')
 
 
 def test_parallel_calls_from_the_config_and_bad_values():
@@ -283,7 +313,8 @@ def test_tfds_datasets_build_train_and_eval_with_mixing(name):
   # Fashion-MNIST would read the local files; 'tfds' takes tfds' path.
   options = dict(data_dir='tfds') if name == 'fashion_mnist' else {}
   with tfds.testing.mock_data(num_examples=16):
-    train = cls(is_training=True, image_size=32, augname='randaug',
+    train = cls(is_training=True, image_size=32,
+                augment=augment_spec.AugmentSpec(policy='randaug'),
                 mixup_alpha=0.2, cutmix_alpha=0.2, **options)
     images, labels = next(iter(train.dataset(8)))
     assert images.shape == (8, 32, 32, 3)
@@ -331,7 +362,9 @@ def test_imagenet_tfrecords_use_upstream_slices_and_1_based_labels(tmp_path):
   labels = {int(np.argmax(y)) for _, y in minival.make_source_dataset(0, 1)}
   assert labels == set(range(20))
   training = datasets.ImageNetInput(is_training=True, image_size=32,
-                                    data_dir=str(tmp_path), augname='autoaug',
+                                    data_dir=str(tmp_path),
+                                    augment=augment_spec.AugmentSpec(
+                                        policy='autoaug'),
                                     mixup_alpha=0.2)
   images, labels = next(iter(training.dataset(4)))
   assert images.shape == (4, 32, 32, 3) and labels.shape == (4, 1000)
@@ -446,10 +479,10 @@ def test_ra_ops_and_fill_from_the_config_reach_the_pipeline(
   assert listed.data.ra_ops == ['Rotate', 'Cutout']
 
 
-def test_bad_ra_ops_or_fill_fail_when_the_input_is_built():
-  with pytest.raises(ValueError, match='valid: AutoContrast'):
-    datasets.FashionMNISTInput(is_training=True, image_size=32,
-                               augname='ft_randaug', ra_ops=['Spin'])
-  with pytest.raises(ValueError, match='aug_fill'):
-    datasets.FashionMNISTInput(is_training=True, image_size=32,
-                               augname='ft_randaug', aug_fill=-1)
+def test_bad_ra_ops_or_fill_fail_when_the_config_is_built():
+  with pytest.raises(hparams.ConfigError, match='valid: AutoContrast'):
+    run_config.build_config('efficientnetv2-b0', 'fashion_mnist',
+                            'data.ra_ops=Rotate|Spin')
+  with pytest.raises(hparams.ConfigError, match='aug_fill'):
+    run_config.build_config('efficientnetv2-b0', 'fashion_mnist',
+                            'data.aug_fill=-1')

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from automl_effnetv2 import augment_spec
 from automl_effnetv2 import export
 from automl_effnetv2 import infer
 from automl_effnetv2 import labels
@@ -55,7 +56,8 @@ def _keras_logits(paths, config, images):
                                   custom_objects=export.custom_objects())
   size = config.eval.isize
   batch = tf.stack([preprocessing.preprocess_image(
-      tf.constant(image), size, False, augname=config.data.augname)
+      tf.constant(image), size, False,
+      augment=augment_spec.AugmentSpec.from_config(config.data))
       for image in images])
   return model(batch, training=False).numpy()
 

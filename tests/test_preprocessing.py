@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from automl_effnetv2 import augment_spec
 from automl_effnetv2 import preprocessing
 
 SEED = tf.constant([1, 2], tf.int64)
@@ -19,7 +20,7 @@ def _gray(height=28, width=28):
 def test_one_channel_images_come_out_rgb_at_any_size(augname, size):
   out = preprocessing.preprocess_image(
       tf.constant(_gray()), size, is_training=True, seed=SEED,
-      augname=augname, ra_magnitude=10)
+      augment=augment_spec.AugmentSpec(policy=augname, magnitude=10))
   assert out.shape == (size, size, 3) and out.dtype == tf.float32
   out = out.numpy()
   if augname and augname.startswith('effnetv1'):  # ImageNet mean/std.
@@ -46,8 +47,9 @@ def test_default_output_scaling_is_upstreams():
   white = tf.fill([40, 40, 3], tf.constant(255, tf.uint8))
   out = preprocessing.preprocess_image(white, 32, is_training=False).numpy()
   np.testing.assert_allclose(out, (255 - 128) / 128)
-  out = preprocessing.preprocess_image(white, 32, is_training=False,
-                                       augname='ft').numpy()
+  out = preprocessing.preprocess_image(
+      white, 32, is_training=False,
+      augment=augment_spec.AugmentSpec(policy='ft')).numpy()
   np.testing.assert_allclose(out, 1.0)
 
 
@@ -67,13 +69,14 @@ def test_eval_crop_keeps_the_centre():
 
 def test_training_randomness_depends_on_the_seed_only():
   image = tf.constant(np.repeat(_gray(), 3, axis=2))
+  randaug = augment_spec.AugmentSpec(policy='randaug')
   a = preprocessing.preprocess_image(image, 32, True, seed=SEED,
-                                     augname='randaug')
+                                     augment=randaug)
   b = preprocessing.preprocess_image(image, 32, True, seed=SEED,
-                                     augname='randaug')
+                                     augment=randaug)
   c = preprocessing.preprocess_image(image, 32, True,
                                      seed=tf.constant([9, 9], tf.int64),
-                                     augname='randaug')
+                                     augment=randaug)
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
 

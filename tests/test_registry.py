@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from automl_effnetv2 import augment_spec
 from automl_effnetv2 import autoaugment
 from automl_effnetv2 import datasets
 from automl_effnetv2 import effnetv2_configs
@@ -70,8 +71,9 @@ USER_LOOKUPS = [
      'mixed_float16'),
     (progressive.check_ablation, 'no_progresive', 'no_progressive'),
     (train_lib.build_strategy, 'mirored', 'mirrored'),
-    (lambda name: autoaugment.randaugment_op_names([name]), 'Rotat',
-     'Rotate'),
+    (lambda name: augment_spec.AugmentSpec(ops=[name]), 'Rotat', 'Rotate'),
+    (lambda name: augment_spec.AugmentSpec(policy=name), 'randaugg',
+     'randaug'),
     (lambda name: autoaugment.make_op(name, 5, 100, 40), 'Posterise',
      'Posterize'),
 ]

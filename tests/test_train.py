@@ -54,7 +54,7 @@ def test_stage_settings_reach_model_and_pipeline(tiny_config, tmp_path):
   for stage, ram, mix, dropout in zip(trainer.stages, expected_ram,
                                       [0, 0.3, 0.6], [0, 0.15, 0.3]):
     data = trainer.apply_stage(stage)
-    assert data.ram == pytest.approx(ram)
+    assert trainer.stage_augment(stage).magnitude == pytest.approx(ram)
     assert data.mixup_alpha == pytest.approx(mix)
     assert trainer.model.dropout_rate == pytest.approx(dropout)
   assert [s.image_size for s in trainer.stages] == [26, 29, 32]

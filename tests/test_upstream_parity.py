@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 import yaml
 
+from automl_effnetv2 import augment_spec
 from automl_effnetv2 import autoaugment
 from automl_effnetv2 import datasets
 from automl_effnetv2 import effnetv2_configs
@@ -239,8 +240,9 @@ def test_dataset_configs_merge_like_upstream(name):
 # -- datasets_test.py ---------------------------------------------------------
 def _first_fake_batch(ds_class):
   inp = ds_class(is_training=False, data_dir='null', cache=False,
-                 image_size=224, image_dtype=None, augname=None,
-                 mixup_alpha=0, ra_num_layers=2, ra_magnitude=20)
+                 image_size=224, image_dtype=None,
+                 augment=augment_spec.AugmentSpec(num_layers=2, magnitude=20),
+                 mixup_alpha=0)
   return next(iter(inp.dataset(2)))
 
 
@@ -322,7 +324,8 @@ def test_preprocessing_legacy(augname):  # PreprocessingTest
   # Upstream's V1 path needs JPEG bytes and its test accepts the
   # ExtractJpegShape error on a decoded image; here decoded images work.
   image = tf.zeros((300, 300, 3), tf.float32)
-  out = preprocessing.preprocess_image(image, 224, False, augname=augname)
+  out = preprocessing.preprocess_image(
+      image, 224, False, augment=augment_spec.AugmentSpec(policy=augname))
   assert out.shape == (224, 224, 3) and np.all(np.isfinite(out.numpy()))
 
 
@@ -330,8 +333,9 @@ def test_preprocessing_legacy(augname):  # PreprocessingTest
                                      None])
 def test_preprocessing(augname):  # PreprocessingTest.test_preprocessing
   image = tf.zeros((300, 300, 3), tf.float32)
-  out = preprocessing.preprocess_image(image, 224, True, seed=SEED,
-                                       augname=augname)
+  out = preprocessing.preprocess_image(
+      image, 224, True, seed=SEED,
+      augment=augment_spec.AugmentSpec(policy=augname))
   assert out.shape == (224, 224, 3)
   assert np.all(np.abs(out.numpy()) <= 1.0 + 1e-6)
 
@@ -363,8 +367,9 @@ def test_legacy_eval_preprocessing_of_a_jpeg_is_upstreams():
   # 301 x 257 px at 224: crop 224, margins 77 and 33, both odd, so the two
   # offset roundings give different crops.
   jpeg = _gradient_jpeg(301, 257)
-  got = preprocessing.preprocess_image(jpeg, 224, False,
-                                       augname='effnetv1_autoaug')
+  got = preprocessing.preprocess_image(
+      jpeg, 224, False,
+      augment=augment_spec.AugmentSpec(policy='effnetv1_autoaug'))
   np.testing.assert_allclose(got, _upstream_legacy_eval(jpeg, 224),
                              atol=1e-5)
 
@@ -414,15 +419,16 @@ def test_solarize_at_magnitude_10_inverts_every_pixel_unless_asked_not_to():
                                    for op in sub]
   gradient = tf.cast(tf.reshape(tf.range(0, 256, 4), [8, 8, 1]), tf.uint8)
   outputs = [preprocessing.preprocess_image(
-      gradient, 8, True, seed=SEED, augname='randaug', ra_num_layers=1,
-      ra_magnitude=10, ra_ops=['Solarize'], solarize_wrap=wrap)
+      gradient, 8, True, seed=SEED, augment=augment_spec.AugmentSpec(
+          policy='randaug', num_layers=1, magnitude=10, ops=['Solarize'],
+          solarize_wrap=wrap))
              for wrap in (True, False)]
   # (255 - x - 128) / 128 + (x - 128) / 128: every pixel was inverted.
   np.testing.assert_allclose(outputs[0] + outputs[1], -1 / 128, atol=1e-6)
   config = main.build_config('efficientnetv2-b0', 'cifar10ft',
                              'data.solarize_wrap=false')
   inp = datasets.build_dataset_input(True, 16, None, None, None, config.data)
-  assert inp.solarize_wrap is False
+  assert inp.augment.solarize_wrap is False
 
 
 # -- utils_test.py --------------------------------------------------------------
