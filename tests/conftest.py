@@ -1,4 +1,5 @@
 """Shared test setup: quiet TensorFlow, two logical CPUs, seeded randomness."""
+import fcntl
 import os
 import sys
 
@@ -27,14 +28,23 @@ def _seeded():
 
 @pytest.fixture(scope='session')
 def fashion_mnist_tfds_dir(tmp_path_factory):
-  """tfds' fashion_mnist prepared once from the Debian files, offline."""
+  """tfds' fashion_mnist prepared once from the Debian files, offline.
+
+  Under pytest-xdist the workers share one copy: the first prepares it
+  while the others wait on a lock, then they check and reuse it.
+  """
   from automl_effnetv2 import local_data
   folder = local_data.default_fashion_mnist_dir()
   assert folder, ('the real Fashion-MNIST files are required: '
                   'apt-get install -y dataset-fashion-mnist')
-  tfds_dir = str(tmp_path_factory.mktemp('tfds'))
-  local_data.prepare_fashion_mnist(folder, tfds_dir)
-  return tfds_dir
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent  # The run's folder, above each worker's own.
+  tfds_dir = root / 'fashion_mnist_tfds'
+  with open(root / 'fashion_mnist_tfds.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    local_data.prepare_fashion_mnist(folder, str(tfds_dir))
+  return str(tfds_dir)
 
 
 TINY_HPARAMS = ','.join([

@@ -82,54 +82,58 @@ def _wait_for_first_checkpoint(proc, model_dir):
     time.sleep(0.02)
 
 
-def test_killed_run_resumes_to_the_same_weights(fashion_mnist_tfds_dir,
-                                                tmp_path):
-  whole, killed = tmp_path / 'whole', tmp_path / 'killed'
+def _wait_for_checkpoint_after(proc, model_dir, step):
+  """Returns once the running command `proc` has saved past `step`."""
+  deadline = time.time() + 240
+  while True:
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    if latest and int(latest.split('-')[-1]) > step:
+      return
+    assert proc.poll() is None and time.time() < deadline, 'no checkpoint'
+    time.sleep(0.02)
+
+
+def test_killed_and_terminated_runs_resume_to_the_same_weights(
+    fashion_mnist_tfds_dir, tmp_path):
+  whole, stopped = tmp_path / 'whole', tmp_path / 'stopped'
   subprocess.run(_train_command(whole, fashion_mnist_tfds_dir), check=True,
                  env=_env(), cwd=REPO, capture_output=True)
-  # Same command, SIGKILLed right after its first periodic checkpoint.
-  proc = subprocess.Popen(_train_command(killed, fashion_mnist_tfds_dir),
+  # The same command, SIGKILLed right after its first periodic checkpoint.
+  proc = subprocess.Popen(_train_command(stopped, fashion_mnist_tfds_dir),
                           env=_env(), cwd=REPO, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
-  _wait_for_first_checkpoint(proc, killed)
+  _wait_for_first_checkpoint(proc, stopped)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  interrupted_at = int(tf.train.latest_checkpoint(str(killed)).split('-')[-1])
-  assert interrupted_at < 60, 'the run finished before it could be killed'
-  resumed = subprocess.run(_train_command(killed, fashion_mnist_tfds_dir),
-                           env=_env(), cwd=REPO, capture_output=True,
-                           text=True, check=True)
-  assert f'steps {interrupted_at}->' in resumed.stdout  # Really resumed.
-  final_whole = _checkpoint_values(tf.train.latest_checkpoint(str(whole)))
-  final_killed = _checkpoint_values(tf.train.latest_checkpoint(str(killed)))
-  assert final_whole.keys() == final_killed.keys()
-  for name in final_whole:
-    np.testing.assert_array_equal(final_whole[name], final_killed[name],
-                                  err_msg=name)
-
-
-def test_sigterm_saves_says_so_and_exits_without_traceback(
-    fashion_mnist_tfds_dir, tmp_path):
-  model_dir = tmp_path / 'run'
+  killed_at = int(tf.train.latest_checkpoint(str(stopped)).split('-')[-1])
+  assert killed_at < 60, 'the run finished before it could be killed'
+  # Rerun, then SIGTERM after its next checkpoint: it saves and says so.
   # Files, not pipes: a full pipe would stall the child before it saves.
   out_path, err_path = tmp_path / 'stdout', tmp_path / 'stderr'
   with open(out_path, 'w') as out, open(err_path, 'w') as err:
-    proc = subprocess.Popen(_train_command(model_dir, fashion_mnist_tfds_dir),
+    proc = subprocess.Popen(_train_command(stopped, fashion_mnist_tfds_dir),
                             env=_env(), cwd=REPO, stdout=out, stderr=err)
-  _wait_for_first_checkpoint(proc, model_dir)
+  _wait_for_checkpoint_after(proc, stopped, killed_at)
   proc.send_signal(signal.SIGTERM)
   proc.wait(timeout=120)
   stdout, stderr = out_path.read_text(), err_path.read_text()
   assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
   assert 'Traceback' not in stderr, stderr[-2000:]
-  saved = tf.train.latest_checkpoint(str(model_dir))
+  assert f'steps {killed_at}->' in stdout  # Resumed where it was killed.
+  saved = tf.train.latest_checkpoint(str(stopped))
   assert f'interrupted: saved {saved}; rerun the same command' in stdout
-  saved_at = int(saved.split('-')[-1])
-  assert saved_at < 75, 'the run finished before the signal'  # 0.02 epochs.
-  resumed = subprocess.run(_train_command(model_dir, fashion_mnist_tfds_dir),
+  terminated_at = int(saved.split('-')[-1])
+  assert terminated_at < 75, 'the run finished before the signal'
+  resumed = subprocess.run(_train_command(stopped, fashion_mnist_tfds_dir),
                            env=_env(), cwd=REPO, capture_output=True,
                            text=True, check=True)
-  assert f'steps {saved_at}->' in resumed.stdout  # Resumed where it stopped.
+  assert f'steps {terminated_at}->' in resumed.stdout
+  final_whole = _checkpoint_values(tf.train.latest_checkpoint(str(whole)))
+  final_stopped = _checkpoint_values(tf.train.latest_checkpoint(str(stopped)))
+  assert final_whole.keys() == final_stopped.keys()
+  for name in final_whole:
+    np.testing.assert_array_equal(final_whole[name], final_stopped[name],
+                                  err_msg=name)
 
 
 def test_resuming_with_another_config_is_refused(tiny_config, tmp_path):
