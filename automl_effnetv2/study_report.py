@@ -178,6 +178,13 @@ def cell_summary(runs) -> Dict[str, Optional[float]]:
                                         for r in runs))
 
 
+def format_top1(summary) -> str:
+  """'91.00 ± 1.41 %'; a single run has no spread to show."""
+  if summary['runs'] < 2:
+    return f"{summary['top1']:.2f} % (one run)"
+  return f"{summary['top1']:.2f} ± {summary['std']:.2f} %"
+
+
 def compare_to_baseline(rows, curve_rows, config, modes, resamples=4000):
   """Per mode: speedups over `no_progressive` and the top-1 difference.
 
@@ -295,8 +302,8 @@ def tables(results_dir, rows, curve_rows) -> List[str]:
         continue
       s = cell_summary(runs)
       lines.append(
-          f"| {mode} | {s['runs']} of {planned} | {s['top1']:.2f} ± "
-          f"{s['std']:.2f} % | {_interval((s['ci_low'], s['ci_high']))} | "
+          f"| {mode} | {s['runs']} of {planned} | {format_top1(s)} | "
+          f"{_interval((s['ci_low'], s['ci_high']))} | "
           f"{s['minutes']:.1f} min | {_num(s['normalized_minutes'], 1, ' min')}"
           f" | {s['images_per_second']:.0f} |")
     comparison = compare_to_baseline(rows, curve_rows, config, modes)

@@ -230,7 +230,11 @@ def test_report_speedups_and_differences_by_hand(tmp_path):
   low, high = result['none']['top1_diff_ci']
   assert low < -1.0 < high
   assert result['none']['epochs_flag']  # 2x measured vs ~1.3x normalized.
-  assert any('| none | 2 of 2 | 91.00 ± 1.41 %' in line for line in lines)
+  assert any('| none | 2 of 2 | 91.00 ± 1.41 % |' in line for line in lines)
+  one_run = study_report.cell_summary(
+      [r for r in rows if r['mode'] == 'none' and int(r['seed']) == 0])
+  assert study_report.format_top1(one_run) == '90.00 % (one run)'
+
   assert (tmp_path / 'results.png').stat().st_size > 1000
 
 
