@@ -50,6 +50,12 @@ def _parse_slice(text) -> slice:
   return slice(int(start) if start else None, int(stop) if stop else None)
 
 
+def _pipeline_share(count: int, pipeline_id: int, num_pipelines: int) -> int:
+  """How many of `count` examples input pipeline `pipeline_id` reads."""
+  return count // num_pipelines + (1 if pipeline_id < count % num_pipelines
+                                   else 0)
+
+
 # -- mixing ------------------------------------------------------------------
 def sample_beta(shape, alpha, seed):
   """Beta(alpha, alpha) as G1 / (G1 + G2) with stateless gamma draws."""
@@ -315,6 +321,11 @@ class ImageNetInput:
                                     self._batch_seed(pipeline_id, b)),
             num_parallel_calls=self.num_parallel_calls, deterministic=True)
     else:
+      # Upstream evaluates num_images // batch_size batches of the split
+      # (data.splits.<split>.num_images sets how much is evaluated); here
+      # exactly num_images examples, the partial last batch included.
+      ds = ds.take(_pipeline_share(self.num_images, pipeline_id,
+                                   num_pipelines))
       ds = ds.map(lambda image, label: (self._preprocess(image, None), label),
                   num_parallel_calls=self.num_parallel_calls,
                   deterministic=True)

@@ -47,6 +47,8 @@ def fashion_mnist_tfds_dir(tmp_path_factory):
   return str(tfds_dir)
 
 
+# Evaluations read the first 1,000 of the 10,000 test images.
+TINY_EVAL_IMAGES = 1000
 TINY_HPARAMS = ','.join([
     'model.width_coefficient=0.25', 'model.depth_coefficient=0.25',
     'model.feature_size=64', 'train.batch_size=16', 'train.epochs=0.004',
@@ -59,6 +61,7 @@ TINY_HPARAMS = ','.join([
     # 1K examples instead of upstream's 16K: filling the shuffle buffer
     # took seconds at the start of every training stage.
     'data.shuffle_size_k=1',
+    f'data.splits.eval.num_images={TINY_EVAL_IMAGES}',
 ])
 
 

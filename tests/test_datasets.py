@@ -138,6 +138,28 @@ def test_fashion_mnist_recipe_draws_upstreams_ops_less_the_inverting_ones():
   assert config.data.aug_fill == 0  # The images' black background.
 
 
+def test_eval_reads_num_images_of_the_split_across_pipelines(
+    fashion_mnist_tfds_dir):
+  # Upstream's data.splits.eval.num_images sets how much is evaluated; the
+  # partial last batch counts, and two pipelines share the images.
+  def labels_read(num_images, contexts):
+    inp = datasets.FashionMNISTInput(
+        is_training=False, image_size=32, num_images=num_images,
+        tfds_data_dir=fashion_mnist_tfds_dir)
+    return [np.argmax(y, -1) for context in contexts
+            for _, y in inp.dataset(400, context).as_numpy_iterator()]
+
+  one = labels_read(1001, [None])
+  assert [len(b) for b in one] == [400, 400, 201]
+  two = labels_read(1001, [tf.distribute.InputContext(2, i, 2)
+                           for i in range(2)])
+  assert sum(len(b) for b in two) == 1001
+  whole = labels_read(None, [None])
+  assert sum(len(b) for b in whole) == 10000
+  np.testing.assert_array_equal(np.concatenate(one),
+                                np.concatenate(whole)[:1001])
+
+
 def test_shuffle_buffer_from_the_config(fashion_mnist_tfds_dir):
   def first_labels(extra):
     config = run_config.build_config(

@@ -371,7 +371,7 @@ def test_fashion_mnist_ft_fine_tunes_from_1000_class_weights(
   assert ('skipped head_dense/kernel, head_dense/bias: the file has 1000 '
           'classes, this model 10') in stdout
   assert result['global_step'] == result['total_steps'] > 0
-  assert result['eval/num_examples'] == 10000
+  assert result['eval/num_examples'] == config.data.splits.eval.num_images
   # Training started from the file: a few steps later the stem still
   # carries its values (a random start would be uncorrelated).
   export = pretrained.read_weights(str(model_dir / 'export' /

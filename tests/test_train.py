@@ -251,7 +251,9 @@ def test_multi_worker_mirrored_two_processes(fashion_mnist_tfds_dir, tmp_path):
     assert proc.returncode == 0, output[-3000:]
   assert tf.train.latest_checkpoint(str(tmp_path / 'run')).endswith('ckpt-37')
   metrics = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
-  assert metrics['final']['eval/num_examples'] == 10000
+  from conftest import TINY_EVAL_IMAGES  # pylint: disable=g-import-not-at-top
+  # The two workers' pipelines each read their share of the eval images.
+  assert metrics['final']['eval/num_examples'] == TINY_EVAL_IMAGES
 
 
 def test_eval_uses_the_ema_weights(tiny_config, tmp_path):
