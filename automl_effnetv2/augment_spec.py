@@ -56,8 +56,7 @@ CONFIG_KEYS = {
 
 
 def _is_number(value) -> bool:
-  return (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value))
+  return hparams.is_number(value) and math.isfinite(value)
 
 
 @dataclasses.dataclass(frozen=True)

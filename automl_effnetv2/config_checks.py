@@ -19,12 +19,8 @@ from automl_effnetv2 import progressive
 MIN_IMAGE_SIZE = 16
 
 
-def _is_number(value) -> bool:
-  return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _is_int(value) -> bool:
-  return _is_number(value) and float(value).is_integer()
+  return hparams.is_number(value) and float(value).is_integer()
 
 
 # key: (accepts None, test, the valid range in words)
@@ -54,6 +50,8 @@ _RULES = {
     'data.cutmix_alpha': (True, lambda v: v >= 0, 'a number >= 0 (0: off)'),
     'data.shuffle_size_k': (True, lambda v: v > 0,
                             "a number > 0 (None: the input's own)"),
+    'data.parallel_calls': (True, lambda v: _is_int(v) and v >= 1,
+                            'an integer >= 1 (None: autotune)'),
     'runtime.log_step_count_steps': (False, lambda v: _is_int(v) and v >= 1,
                                      'an integer >= 1'),
     'runtime.save_checkpoints_steps': (False, lambda v: _is_int(v) and v >= 1,
@@ -79,7 +77,7 @@ def _non_finite(tree, prefix='') -> List[str]:
     path = prefix + str(key)
     if isinstance(value, dict):
       found += _non_finite(value, path + '.')
-    elif _is_number(value) and not math.isfinite(value):
+    elif hparams.is_number(value) and not math.isfinite(value):
       found.append(f'{path}={value} is not a finite number')
   return found
 
@@ -90,7 +88,8 @@ def _range_problems(config) -> List[str]:
     value = _get(config, key)
     if value is None and allows_none:
       continue
-    if not (_is_number(value) and math.isfinite(value) and test(value)):
+    if not (hparams.is_number(value) and math.isfinite(value) and
+            test(value)):
       problems.append(f'{key}={value!r} is out of range: expected {valid}')
   return problems
 

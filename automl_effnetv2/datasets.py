@@ -178,13 +178,13 @@ class ImageNetInput:
     # n: n parallel calls, two batches prefetched, autotuner off
     # (docs/benchmarks.md measures both).
     if parallel_calls is not None and int(parallel_calls) < 1:
-      raise ValueError('data.parallel_calls must be a positive integer or '
-                       f'None (autotune), got {parallel_calls!r}')
+      raise DatasetError('data.parallel_calls must be a positive integer or '
+                         f'None (autotune), got {parallel_calls!r}')
     self.parallel_calls = None if parallel_calls is None else int(
         parallel_calls)
     if shuffle_size_k is not None and not shuffle_size_k > 0:
-      raise ValueError('data.shuffle_size_k must be a number > 0 or None '
-                       f"(the input's own buffer), got {shuffle_size_k!r}")
+      raise DatasetError('data.shuffle_size_k must be a number > 0 or None '
+                         f"(the input's own buffer), got {shuffle_size_k!r}")
     self.shuffle_size_k = shuffle_size_k
 
   @property

@@ -217,10 +217,14 @@ class Config:
     return cls(load_yaml(path))
 
 
+def is_number(value) -> bool:
+  """An int or a float; True and False, which Python counts as ints, not."""
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _check_value_type(path, current, value):
   """Rejects a word where a number belongs (`train.batch_size=abc`)."""
-  is_number = isinstance(current, (int, float)) and not isinstance(current, bool)
-  if is_number and isinstance(value, str):
+  if is_number(current) and isinstance(value, str):
     raise ConfigError(f'{path!r} takes a number, got {value!r}')
 
 

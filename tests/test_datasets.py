@@ -184,6 +184,9 @@ def test_shuffle_buffer_from_the_config(fashion_mnist_tfds_dir):
   with pytest.raises(hparams.ConfigError, match='shuffle_size_k'):
     run_config.build_config('efficientnetv2-b0', 'fashion_mnist',
                             'data.shuffle_size_k=0')
+  with pytest.raises(datasets.DatasetError, match='shuffle_size_k'):
+    datasets.FashionMNISTInput(is_training=True, image_size=32,
+                               shuffle_size_k=-1)
 
 
 def test_parallel_calls_from_the_config_and_bad_values():
@@ -195,9 +198,13 @@ def test_parallel_calls_from_the_config_and_bad_values():
                             'data.parallel_calls=3')
   inp = datasets.build_dataset_input(True, 32, None, None, None, fixed.data)
   assert inp.num_parallel_calls == 3
-  with pytest.raises(ValueError, match='parallel_calls'):
+  with pytest.raises(datasets.DatasetError, match='parallel_calls'):
     datasets.FashionMNISTInput(is_training=True, image_size=32,
                                parallel_calls=0)
+  # From the command line it is one config error, before anything runs.
+  with pytest.raises(hparams.ConfigError, match='data.parallel_calls=0'):
+    run_config.build_config('efficientnetv2-b0', 'fashion_mnist',
+                            'data.parallel_calls=0')
 
 
 def test_two_input_pipelines_read_disjoint_shards(fashion_mnist_tfds_dir):
