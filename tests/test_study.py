@@ -181,25 +181,33 @@ def _fake_run(folder, config, mode, seed, curve, total_steps=100):
     json.dump({'evals': evals, 'final': evals[-1]}, f)
 
 
-def test_report_speedups_and_differences_by_hand(tmp_path):
-  results = str(tmp_path)
-  cells = ablation.grid_order(['fashion_mnist'], ['none', 'no_progressive'],
-                              2)
-  study_report.save_plan(results, cells, {c: c for c in cells}, ['--x'])
+# Steps: 2 epochs of 60,000 at batch 128 = 937; the curves are hand-made.
+FAKE_TOTAL_STEPS = 937
+
+
+def _fake_study(tmp_path, curves):
+  """A results folder of fashion_mnist runs: {(mode, seed): curve}."""
+  modes = list(dict.fromkeys(mode for mode, _ in curves))
+  seeds = len({seed for _, seed in curves})
+  cells = ablation.grid_order(['fashion_mnist'], modes, seeds)
+  study_report.save_plan(str(tmp_path), cells, {c: c for c in cells},
+                         ['--x'])
   with open(tmp_path / study_report.STEP_TIMES, 'w', encoding='utf-8') as f:
     json.dump({'seconds_per_step': {'48': 0.5, '56': 0.75, '64': 1.0}}, f)
-  # Steps: 2 epochs of 60,000 at batch 128 = 937; the curves are hand-made.
-  total = 937
-  curves = {
+  for (mode, seed), curve in curves.items():
+    _fake_run(str(tmp_path / 'runs' / 'fashion_mnist' / mode / f'seed_{seed}'),
+              'fashion_mnist', mode, seed, curve, FAKE_TOTAL_STEPS)
+  return study_report.write_report(str(tmp_path))
+
+
+def test_report_speedups_and_differences_by_hand(tmp_path):
+  total = FAKE_TOTAL_STEPS
+  lines = _fake_study(tmp_path, {
       ('none', 0): [(468, 40.0, 0.80), (total, 80.0, 0.90)],
       ('none', 1): [(468, 60.0, 0.82), (total, 120.0, 0.92)],
       ('no_progressive', 0): [(468, 100.0, 0.70), (total, 200.0, 0.90)],
       ('no_progressive', 1): [(468, 100.0, 0.72), (total, 200.0, 0.94)],
-  }
-  for (mode, seed), curve in curves.items():
-    _fake_run(str(tmp_path / 'runs' / 'fashion_mnist' / mode / f'seed_{seed}'),
-              'fashion_mnist', mode, seed, curve, total)
-  lines = study_report.write_report(results)
+  })
   with open(tmp_path / 'results.csv', encoding='utf-8') as f:
     rows = list(csv.DictReader(f))
   assert len(rows) == 4
@@ -236,6 +244,45 @@ def test_report_speedups_and_differences_by_hand(tmp_path):
   assert study_report.format_top1(one_run) == '90.00 % (one run)'
 
   assert (tmp_path / 'results.png').stat().st_size > 1000
+
+
+def test_report_sets_both_claims_beside_the_paper(tmp_path):
+  total = FAKE_TOTAL_STEPS
+  lines = _fake_study(tmp_path, {
+      ('none', 0): [(468, 40.0, 0.80), (total, 80.0, 0.90)],
+      ('none', 1): [(468, 60.0, 0.82), (total, 120.0, 0.92)],
+      ('no_progressive', 0): [(468, 100.0, 0.70), (total, 200.0, 0.90)],
+      ('no_progressive', 1): [(468, 100.0, 0.72), (total, 200.0, 0.94)],
+      ('fixed_regularization', 0): [(468, 40.0, 0.80), (total, 80.0, 0.89)],
+      ('fixed_regularization', 1): [(468, 60.0, 0.82), (total, 120.0, 0.90)],
+  })
+  rows = study_report.read_csv(tmp_path / 'results.csv')
+  # none - fixed_regularization: +1 and +2 points, mean +1.5; with two seeds
+  # the 95 % t interval is 1.5 -/+ tan(0.475 pi) * stdev / sqrt(2).
+  diff, (low, high), seeds = study_report.top1_difference(
+      rows, 'fashion_mnist', 'none', 'fixed_regularization')
+  half = math.tan(0.475 * math.pi) * math.sqrt(0.5) / math.sqrt(2)
+  assert (diff, seeds) == (pytest.approx(1.5), 2)
+  assert (low, high) == (pytest.approx(1.5 - half), pytest.approx(1.5 + half))
+  start = lines.index('### Against the paper')
+  table = {line.split(' | ')[0].lstrip('| '): line.split(' | ')[1:]
+           for line in lines[start:] if line.startswith('| ')}
+  gain = next(v for k, v in table.items() if k.startswith('gain of adaptive'))
+  assert gain[0] == study_report.PAPER_GAIN
+  assert gain[1] == f'+1.50 [{1.5 - half:.2f}, {1.5 + half:.2f}] (2 seeds) |'
+  # The speedups are none's over no_progressive, as in the config's table.
+  comparison = study_report.compare_to_baseline(
+      rows, study_report.read_csv(tmp_path / 'curves.csv'), 'fashion_mnist',
+      ['none', 'no_progressive', 'fixed_regularization'])
+  epochs = next(v for k, v in table.items() if k.startswith('speedup at'))
+  assert epochs[1].startswith(
+      f"{comparison['none']['epochs_measured']:.2f}x [")
+  assert ' / ' in epochs[1]
+  versus = next(v for k, v in table.items() if k.startswith('top-1 of'))
+  assert versus[1].startswith(f"{comparison['none']['top1_diff']:+.2f} [")
+  # While no seed has both modes, the gain is not shown.
+  assert study_report.top1_difference(
+      rows, 'fashion_mnist', 'none', 'constant_weight_decay')[0] is None
 
 
 # -- the runner on tiny real runs ---------------------------------------------
