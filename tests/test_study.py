@@ -181,8 +181,17 @@ def _fake_run(folder, config, mode, seed, curve, total_steps=100):
     json.dump({'evals': evals, 'final': evals[-1]}, f)
 
 
-# Steps: 2 epochs of 60,000 at batch 128 = 937; the curves are hand-made.
+# Steps: 2 epochs of 60,000 at batch 128 = 937; the curves are hand-made:
+# (step, training seconds, top-1) per evaluation of each (mode, seed).
 FAKE_TOTAL_STEPS = 937
+FAKE_CURVES = {
+    ('none', 0): [(468, 40.0, 0.80), (FAKE_TOTAL_STEPS, 80.0, 0.90)],
+    ('none', 1): [(468, 60.0, 0.82), (FAKE_TOTAL_STEPS, 120.0, 0.92)],
+    ('no_progressive', 0): [(468, 100.0, 0.70),
+                            (FAKE_TOTAL_STEPS, 200.0, 0.90)],
+    ('no_progressive', 1): [(468, 100.0, 0.72),
+                            (FAKE_TOTAL_STEPS, 200.0, 0.94)],
+}
 
 
 def _fake_study(tmp_path, curves):
@@ -202,12 +211,7 @@ def _fake_study(tmp_path, curves):
 
 def test_report_speedups_and_differences_by_hand(tmp_path):
   total = FAKE_TOTAL_STEPS
-  lines = _fake_study(tmp_path, {
-      ('none', 0): [(468, 40.0, 0.80), (total, 80.0, 0.90)],
-      ('none', 1): [(468, 60.0, 0.82), (total, 120.0, 0.92)],
-      ('no_progressive', 0): [(468, 100.0, 0.70), (total, 200.0, 0.90)],
-      ('no_progressive', 1): [(468, 100.0, 0.72), (total, 200.0, 0.94)],
-  })
+  lines = _fake_study(tmp_path, FAKE_CURVES)
   with open(tmp_path / 'results.csv', encoding='utf-8') as f:
     rows = list(csv.DictReader(f))
   assert len(rows) == 4
@@ -249,10 +253,7 @@ def test_report_speedups_and_differences_by_hand(tmp_path):
 def test_report_sets_both_claims_beside_the_paper(tmp_path):
   total = FAKE_TOTAL_STEPS
   lines = _fake_study(tmp_path, {
-      ('none', 0): [(468, 40.0, 0.80), (total, 80.0, 0.90)],
-      ('none', 1): [(468, 60.0, 0.82), (total, 120.0, 0.92)],
-      ('no_progressive', 0): [(468, 100.0, 0.70), (total, 200.0, 0.90)],
-      ('no_progressive', 1): [(468, 100.0, 0.72), (total, 200.0, 0.94)],
+      **FAKE_CURVES,
       ('fixed_regularization', 0): [(468, 40.0, 0.80), (total, 80.0, 0.89)],
       ('fixed_regularization', 1): [(468, 60.0, 0.82), (total, 120.0, 0.90)],
   })
