@@ -298,6 +298,10 @@ def _interval(pair, digits=2):
   return f'[{low:.{digits}f}, {high:.{digits}f}]'
 
 
+def _seeds(count: int) -> str:
+  return f"{count} seed{'' if count == 1 else 's'}"
+
+
 def _ordered(values):
   seen = []
   for value in values:
@@ -393,12 +397,12 @@ def against_paper(rows, comparisons) -> List[str]:
                                             RESIZING_ONLY)
     if diff is None:
       return '–'
-    return f'{diff:+.2f} {_interval(interval)} ({seeds} seeds)'
+    return f'{diff:+.2f} {_interval(interval)} ({_seeds(seeds)})'
 
   def versus_baseline(config):
     entry = comparisons[config][PROGRESSIVE]
     return (f"{entry['top1_diff']:+.2f} {_interval(entry['top1_diff_ci'])} "
-            f"({entry['seeds']} seeds)")
+            f"({_seeds(entry['seeds'])})")
 
   table = [
       ('speedup of progressive learning to the target top-1 (measured / '
@@ -433,6 +437,10 @@ def plot(results_dir, curve_rows, path):
   import numpy as np  # pylint: disable=g-import-not-at-top
   plan = read_json(os.path.join(results_dir, PLAN))
   configs = _ordered(c['config'] for c in plan.get('cells', []))
+  # One colour per mode in every panel, so panels read alike.
+  palette = plt.rcParams['axes.prop_cycle'].by_key()['color']
+  colors = {mode: palette[i % len(palette)] for i, mode in
+            enumerate(_ordered(c['mode'] for c in plan.get('cells', [])))}
   fig, axes = plt.subplots(1, max(len(configs), 1), sharey=True,
                            figsize=(5.5 * max(len(configs), 1), 4),
                            squeeze=False)
@@ -450,11 +458,10 @@ def plot(results_dir, curve_rows, path):
       times = np.array([[p[0] for p in c[:length]] for c in curves]) / 60
       top1 = np.array([[p[1] for p in c[:length]] for c in curves]) * 100
       mean, std = top1.mean(0), top1.std(0, ddof=1 if len(curves) > 1 else 0)
-      line, = ax.plot(times.mean(0), mean,
-                      label=f'{mode} ({len(curves)} seed'
-                      f"{'s' if len(curves) != 1 else ''})")
+      ax.plot(times.mean(0), mean, color=colors[mode],
+              label=f'{mode} ({_seeds(len(curves))})')
       ax.fill_between(times.mean(0), mean - std, mean + std, alpha=0.2,
-                      color=line.get_color())
+                      color=colors[mode])
     ax.set_title(config)
     ax.set_xlabel('training time (min, measured)')
     ax.grid(alpha=0.3)
