@@ -286,6 +286,28 @@ def test_report_sets_both_claims_beside_the_paper(tmp_path):
       rows, 'fashion_mnist', 'none', 'constant_weight_decay')[0] is None
 
 
+def test_a_row_of_a_partial_grid_uses_one_set_of_seeds(tmp_path):
+  # fixed_regularization has only seed 0, so the speedups of the config can
+  # use seed 0 alone; none's top-1 difference must then be seed 0's too
+  # (0.90 - 0.90), not the mean over both seeds none and the baseline have.
+  _fake_study(tmp_path, {
+      **FAKE_CURVES,
+      ('fixed_regularization', 0): [(468, 40.0, 0.80),
+                                     (FAKE_TOTAL_STEPS, 80.0, 0.89)],
+  })
+  rows = study_report.read_csv(tmp_path / 'results.csv')
+  comparison = study_report.compare_to_baseline(
+      rows, study_report.read_csv(tmp_path / 'curves.csv'), 'fashion_mnist',
+      ['none', 'no_progressive', 'fixed_regularization'])
+  entry = comparison['none']
+  assert entry['seeds'] == 1
+  assert entry['top1_diff'] == pytest.approx(0.0)
+  assert entry['top1_diff_ci'] == (None, None)  # One pair has no interval.
+  # Asked alone, the two modes still pair over both of their seeds.
+  assert study_report.top1_difference(
+      rows, 'fashion_mnist', 'none', 'no_progressive')[0] == pytest.approx(-1.0)
+
+
 # -- the runner on tiny real runs ---------------------------------------------
 def test_runner_shares_skips_and_rebuilds_from_results_alone(
     fashion_mnist_tfds_dir, tmp_path):
