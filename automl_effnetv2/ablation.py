@@ -178,12 +178,18 @@ def copy_results(model_dir: str, destination: str):
 
 
 def commit(results_dir: str, message: str):
-  """Commits results_dir alone; a failure is reported, never fatal."""
-  add = subprocess.run(['git', '-C', results_dir, 'add', '.'],
-                       capture_output=True, text=True, check=False)
-  done = add.returncode == 0 and subprocess.run(
-      ['git', '-C', results_dir, 'commit', '-q', '-m', message, '--', '.'],
-      capture_output=True, text=True, check=False).returncode == 0
+  """Commits results_dir alone; a failure is reported, never fatal.
+
+  Nothing new to commit (the final report equals the last run's) is not a
+  failure: git's own exit status would say so, hence the staged-diff check.
+  """
+  def git(*args):
+    return subprocess.run(['git', '-C', results_dir, *args],
+                          capture_output=True, text=True, check=False)
+  done = git('add', '.').returncode == 0
+  if done and git('diff', '--cached', '--quiet', '--', '.').returncode == 0:
+    return
+  done = done and git('commit', '-q', '-m', message, '--', '.').returncode == 0
   if not done:
     print(f'note: could not commit {results_dir}; commit it by hand',
           file=sys.stderr, flush=True)

@@ -308,6 +308,37 @@ def test_a_row_of_a_partial_grid_uses_one_set_of_seeds(tmp_path):
       rows, 'fashion_mnist', 'none', 'no_progressive')[0] == pytest.approx(-1.0)
 
 
+def _git(repo, *args):
+  return subprocess.run(['git', '-C', str(repo), *args], capture_output=True,
+                        text=True, check=True).stdout
+
+
+def test_commit_takes_the_results_folder_alone_and_skips_an_empty_commit(
+    tmp_path, capsys):
+  repo = tmp_path / 'repo'
+  results = repo / 'docs' / 'study'
+  results.mkdir(parents=True)
+  _git(repo, 'init', '-q')
+  _git(repo, 'config', 'user.email', 'study@example.com')
+  _git(repo, 'config', 'user.name', 'study')
+  (repo / 'README.md').write_text('edited by hand, not the runner\n')
+  (results / 'results.md').write_text('one run\n')
+  ablation.commit(str(results), 'study: first')
+  assert _git(repo, 'log', '--format=%s').split('\n')[0] == 'study: first'
+  assert _git(repo, 'show', '--name-only', '--format=', 'HEAD').split() == [
+      'docs/study/results.md']
+  # The final report equal to the last run's: nothing to do, nothing to say.
+  ablation.commit(str(results), 'study: report')
+  assert _git(repo, 'rev-list', '--count', 'HEAD').strip() == '1'
+  assert 'could not commit' not in capsys.readouterr().err
+  # A folder outside any repository cannot be committed: said, not raised.
+  outside = tmp_path / 'outside'
+  outside.mkdir()
+  (outside / 'results.md').write_text('x\n')
+  ablation.commit(str(outside), 'study: lost')
+  assert 'could not commit' in capsys.readouterr().err
+
+
 # -- the runner on tiny real runs ---------------------------------------------
 def test_runner_shares_skips_and_rebuilds_from_results_alone(
     fashion_mnist_tfds_dir, tmp_path):
