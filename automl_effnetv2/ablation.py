@@ -186,13 +186,13 @@ def commit(results_dir: str, message: str):
   def git(*args):
     return subprocess.run(['git', '-C', results_dir, *args],
                           capture_output=True, text=True, check=False)
-  done = git('add', '.').returncode == 0
-  if done and git('diff', '--cached', '--quiet', '--', '.').returncode == 0:
-    return
-  done = done and git('commit', '-q', '-m', message, '--', '.').returncode == 0
-  if not done:
-    print(f'note: could not commit {results_dir}; commit it by hand',
-          file=sys.stderr, flush=True)
+  if git('add', '.').returncode == 0:
+    if git('diff', '--cached', '--quiet', '--', '.').returncode == 0:
+      return
+    if git('commit', '-q', '-m', message, '--', '.').returncode == 0:
+      return
+  print(f'note: could not commit {results_dir}; commit it by hand',
+        file=sys.stderr, flush=True)
 
 
 def ensure_step_times(path: str, cells: Sequence[Cell], build, data_dir,
