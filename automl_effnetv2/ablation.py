@@ -43,6 +43,7 @@ from absl import flags
 
 from automl_effnetv2 import progressive
 from automl_effnetv2 import run_dir
+from automl_effnetv2 import study_clocks
 from automl_effnetv2 import study_report
 
 FLAGS = flags.FLAGS
@@ -75,6 +76,16 @@ def define_flags():
                        'step-time benchmark.')
   flags.DEFINE_integer('step_time_rounds', 3, 'Rounds of the step-time '
                        'benchmark.')
+  flags.DEFINE_string('equal_time_to', None, 'A mode of --modes: it trains '
+                      '--epochs, and every other mode as many epochs as give '
+                      'it the same normalized training time (its stages and '
+                      'schedule stretched over the longer run).')
+  flags.DEFINE_string('step_times_from', None, 'A step_times.json to use '
+                      '(for example another study\'s, so that both share one '
+                      'normalized clock) instead of measuring.')
+  flags.DEFINE_list('reuse_from', [], 'Results folders of other studies: a '
+                    'run whose assembled config equals one finished there is '
+                    'copied from it, not trained again.')
   flags.DEFINE_bool('report_only', False, 'Rebuild the report from '
                     'results_dir and stop.')
   flags.DEFINE_bool('commit_results', False, 'git-commit results_dir after '
@@ -104,7 +115,7 @@ def run_overrides(seed: int, epochs: Optional[float], eval_every_epochs: float,
                   hparam_str: str) -> str:
   overrides = [f'runtime.seed={seed}']
   if epochs is not None:
-    overrides.append(f'train.epochs={epochs:g}')
+    overrides.append(f'train.epochs={epochs:.6g}')
   if eval_every_epochs:
     overrides.append(f'eval.every_epochs={eval_every_epochs:g}')
   if hparam_str:
@@ -132,11 +143,7 @@ _CUT_KEYS = ('train.stages', 'data.ibase')
 def effective_schedule(config) -> Tuple[Tuple, ...]:
   """The stages after the ablation, neighbours with equal settings merged:
   (last step, size, magnitude, mixup, cutmix, dropout) per merged stage."""
-  train = config.train
-  num_images = config.data.splits[train.split or 'train'].num_images
-  total = progressive.train_steps(train.epochs, num_images, train.batch_size,
-                                  train.min_steps)
-  stages = study_report.run_stages(config, total)
+  stages = study_clocks.run_stages(config, study_clocks.run_total_steps(config))
   merged = []
   for stage in stages:
     settings = (stage.image_size, stage.ram, stage.mixup_alpha,
@@ -148,8 +155,12 @@ def effective_schedule(config) -> Tuple[Tuple, ...]:
   return tuple(merged)
 
 
-def run_signature(config) -> Tuple:
+def run_signature(config, added_keys: Sequence[str] = ()) -> Tuple:
+  """What a run trains. `added_keys`: keys of the current config that an
+  older saved one lacks; they count as None there (see reusable_runs)."""
   flat = run_dir.flatten(config.as_dict())
+  for key in added_keys:
+    flat.setdefault(key, None)
   rest = tuple(sorted((k, repr(v)) for k, v in flat.items()
                       if k not in _CUT_KEYS))
   return effective_schedule(config), rest
@@ -163,6 +174,36 @@ def shared_runs(cells: Sequence[Cell], build) -> Dict[Cell, Cell]:
     signature = run_signature(build(cell))
     owner[cell] = first_by_signature.setdefault(signature, cell)
   return owner
+
+
+def finished_runs(results_dirs: Sequence[str]) -> List[str]:
+  """Folders of the finished runs in other studies' results folders."""
+  found = []
+  for results_dir in results_dirs:
+    runs = os.path.join(results_dir, 'runs')
+    for folder, _, names in sorted(os.walk(runs)):
+      if (run_dir.CONFIG_FILE in names and
+          study_report.is_finished(folder)):
+        found.append(folder)
+  return found
+
+
+def reusable_run(config, folders: Sequence[str]) -> Optional[str]:
+  """The first of `folders` whose saved config trains what `config` would.
+
+  A key the saved config lacks was added to the port after that run; when
+  the current config leaves it None it switches nothing on, so it matches.
+  """
+  from automl_effnetv2 import hparams  # pylint: disable=g-import-not-at-top
+  current = run_dir.flatten(config.as_dict())
+  for folder in folders:
+    saved = hparams.Config(hparams.load_yaml(
+        os.path.join(folder, run_dir.CONFIG_FILE)))
+    saved_keys = run_dir.flatten(saved.as_dict())
+    added = [k for k, v in current.items() if k not in saved_keys and v is None]
+    if run_signature(saved, added) == run_signature(config):
+      return folder
+  return None
 
 
 # -- running ------------------------------------------------------------------
@@ -230,6 +271,23 @@ def _usage_error(message: str):
   sys.exit(2)
 
 
+def _step_times(results_dir, cells, build, env) -> Optional[Dict]:
+  """The study's step times: copied from --step_times_from, or measured
+  once by the paired benchmark (with --step_times)."""
+  path = os.path.join(results_dir, study_report.STEP_TIMES)
+  if FLAGS.step_times_from and not os.path.exists(path):
+    try:
+      study_report.read_json(FLAGS.step_times_from)['seconds_per_step']
+    except (OSError, ValueError, KeyError):
+      _usage_error(f'--step_times_from={FLAGS.step_times_from} is not a '
+                   'step-time file of a study (step_times.json); pass one')
+    shutil.copy(FLAGS.step_times_from, path)
+  elif FLAGS.step_times:
+    ensure_step_times(path, cells, build, FLAGS.data_dir,
+                      FLAGS.step_time_steps, FLAGS.step_time_rounds, env)
+  return study_report.read_json(path) or None
+
+
 def main(argv):
   del argv
   from automl_effnetv2 import run_config  # pylint: disable=g-import-not-at-top
@@ -251,30 +309,54 @@ def main(argv):
       progressive.check_ablation(mode)
     except ValueError as e:
       _usage_error(str(e))
+  reference = FLAGS.equal_time_to
+  if reference is not None and reference not in FLAGS.modes:
+    _usage_error(f'--equal_time_to={reference} is not one of --modes '
+                 f'({",".join(FLAGS.modes)}); add it there')
+  for folder in FLAGS.reuse_from:
+    if not os.path.isdir(os.path.join(folder, 'runs')):
+      _usage_error(f'--reuse_from={folder} holds no finished runs (no runs/ '
+                   'folder); pass the --results_dir of another study')
   cells = grid_order(FLAGS.dataset_cfg, FLAGS.modes, FLAGS.seeds)
-  configs = {}
+  configs, epochs = {}, {}
+
+  def assemble(cell, cell_epochs):
+    return run_config.build_config(
+        FLAGS.model_name, cell.dataset_cfg,
+        run_overrides(cell.seed, cell_epochs, FLAGS.eval_every_epochs,
+                      FLAGS.hparam_str), ablation=cell.mode)
 
   def build(cell):
+    """The cell's assembled config, at its own length."""
     if cell not in configs:
-      configs[cell] = run_config.build_config(
-          FLAGS.model_name, cell.dataset_cfg,
-          run_overrides(cell.seed, FLAGS.epochs, FLAGS.eval_every_epochs,
-                        FLAGS.hparam_str), ablation=cell.mode)
+      configs[cell] = assemble(cell, epochs.get(cell, FLAGS.epochs))
     return configs[cell]
 
   try:
+    for cell in cells:
+      build(cell)
+    os.makedirs(results_dir, exist_ok=True)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo + os.pathsep +
+               os.environ.get('PYTHONPATH', ''))
+    step_times = _step_times(results_dir, cells, build, env)
+    if reference is not None:
+      if not step_times:
+        _usage_error('--equal_time_to needs step times: keep --step_times '
+                     'on or pass --step_times_from')
+      for cell in cells:
+        if cell.mode != reference:
+          base = configs[Cell(cell.dataset_cfg, reference, cell.seed)]
+          epochs[cell] = study_clocks.equal_time_epochs(
+              configs[cell], base, step_times['seconds_per_step'])
+          configs[cell] = assemble(cell, epochs[cell])
+          print(f'{cell.name}: {epochs[cell]:g} epochs, the normalized '
+                f'time of {reference} at {base.train.epochs:g}', flush=True)
     owner = shared_runs(cells, build)
   except (hparams.ConfigError, ValueError) as e:
     _usage_error(str(e))
-  os.makedirs(results_dir, exist_ok=True)
   study_report.save_plan(results_dir, cells, owner, sys.argv[1:])
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, PYTHONPATH=repo + os.pathsep +
-             os.environ.get('PYTHONPATH', ''))
-  if FLAGS.step_times:
-    ensure_step_times(os.path.join(results_dir, study_report.STEP_TIMES),
-                      cells, build, FLAGS.data_dir, FLAGS.step_time_steps,
-                      FLAGS.step_time_rounds, env)
+  elsewhere = finished_runs(FLAGS.reuse_from)
   for cell in cells:
     if owner[cell] != cell:
       print(f'{cell.name}: the same run as {owner[cell].name}', flush=True)
@@ -284,31 +366,41 @@ def main(argv):
       print(f'{cell.name}: finished, skipped', flush=True)
       continue
     model_dir = os.path.join(FLAGS.output_dir, cell.name)
-    os.makedirs(model_dir, exist_ok=True)
-    if not study_report.is_finished(model_dir):
-      print(f'{cell.name}: training in {model_dir}', flush=True)
-      started = time.time()
-      overrides = run_overrides(cell.seed, FLAGS.epochs,
-                                FLAGS.eval_every_epochs, FLAGS.hparam_str)
-      with open(os.path.join(model_dir, 'log.txt'), 'a',
-                encoding='utf-8') as log:
-        result = subprocess.run(
-            run_command(cell, model_dir, FLAGS.model_name, overrides,
-                        FLAGS.data_dir),
-            stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
-      if result.returncode:
-        print(f'{cell.name}: failed (exit {result.returncode}); see '
-              f'{model_dir}/log.txt. Rerun the same command to resume.',
-              file=sys.stderr)
-        sys.exit(result.returncode)
-      print(f'{cell.name}: done in {time.time() - started:.0f} s', flush=True)
-    copy_results(model_dir, kept)
+    reused = reusable_run(build(cell), elsewhere)
+    if reused:
+      print(f'{cell.name}: the same run as {reused}, copied', flush=True)
+      copy_results(reused, kept)
+    else:
+      train(cell, model_dir, env, epochs.get(cell, FLAGS.epochs))
+      copy_results(model_dir, kept)
     study_report.write_report(results_dir)
     if FLAGS.commit_results:
       commit(results_dir, f'study: {cell.name} finished')
   print('\n'.join(study_report.write_report(results_dir)))
   if FLAGS.commit_results:
     commit(results_dir, 'study: report')
+
+
+def train(cell: Cell, model_dir: str, env, epochs: Optional[float]):
+  """Trains (or resumes) one run in its own process; exits on failure."""
+  os.makedirs(model_dir, exist_ok=True)
+  if study_report.is_finished(model_dir):
+    return
+  print(f'{cell.name}: training in {model_dir}', flush=True)
+  started = time.time()
+  overrides = run_overrides(cell.seed, epochs, FLAGS.eval_every_epochs,
+                            FLAGS.hparam_str)
+  with open(os.path.join(model_dir, 'log.txt'), 'a', encoding='utf-8') as log:
+    result = subprocess.run(
+        run_command(cell, model_dir, FLAGS.model_name, overrides,
+                    FLAGS.data_dir),
+        stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
+  if result.returncode:
+    print(f'{cell.name}: failed (exit {result.returncode}); see '
+          f'{model_dir}/log.txt. Rerun the same command to resume.',
+          file=sys.stderr)
+    sys.exit(result.returncode)
+  print(f'{cell.name}: done in {time.time() - started:.0f} s', flush=True)
 
 
 if __name__ == '__main__':

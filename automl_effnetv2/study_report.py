@@ -23,12 +23,12 @@ import statistics
 from typing import Dict, List, Optional, Sequence
 
 from automl_effnetv2 import hparams
-from automl_effnetv2 import progressive
 from automl_effnetv2 import run_dir
+from automl_effnetv2 import study_clocks
 from automl_effnetv2 import study_stats
 
 RUN_FILES = (run_dir.METRICS_FILE, run_dir.CONFIG_FILE)
-STEP_TIMES = 'step_times.json'
+STEP_TIMES = study_clocks.STEP_TIMES
 PLAN = 'plan.json'
 BASELINE = 'no_progressive'
 # Progressive learning as upstream runs it, and plain progressive resizing
@@ -75,30 +75,6 @@ def save_plan(results_dir, cells, owner, argv: Sequence[str]):
   os.replace(tmp, os.path.join(results_dir, PLAN))
 
 
-# -- normalized time ----------------------------------------------------------
-def run_stages(config: hparams.Config, total_steps: int):
-  size = progressive.train_image_size(config.train.isize, config.eval.isize)
-  return progressive.apply_ablation(
-      progressive.stage_schedule(config, total_steps, size),
-      config.train.ablation)
-
-
-def normalized_seconds(stages, step: int,
-                       seconds_per_step: Dict[str, float]) -> float:
-  """Benchmark seconds for steps 0..step under a run's stages."""
-  total, start = 0.0, 0
-  for stage in stages:
-    steps = max(0, min(step, stage.max_steps) - start)
-    if steps:
-      size = str(stage.image_size)
-      if size not in seconds_per_step:
-        raise ValueError(f'no step time for {size} px in {STEP_TIMES}; '
-                         'delete it to measure again')
-      total += steps * seconds_per_step[size]
-    start = stage.max_steps
-  return total
-
-
 # -- CSV files ------------------------------------------------------------------
 def collect(results_dir):
   """Rows of results.csv and curves.csv from the finished runs' files."""
@@ -114,12 +90,12 @@ def collect(results_dir):
     config = hparams.Config(hparams.load_yaml(
         os.path.join(folder, run_dir.CONFIG_FILE)))
     final = metrics['final']
-    stages = run_stages(config, final['total_steps'])
+    stages = study_clocks.run_stages(config, final['total_steps'])
 
     def normalized(step, stages=stages):
       if not step_times:
         return None
-      return normalized_seconds(stages, step, step_times)
+      return study_clocks.normalized_seconds(stages, step, step_times)
 
     key = dict(config=cell['config'], mode=cell['mode'], seed=cell['seed'])
     rows.append(dict(

@@ -13,6 +13,7 @@ import yaml
 from automl_effnetv2 import ablation
 from automl_effnetv2 import progressive
 from automl_effnetv2 import run_config
+from automl_effnetv2 import study_clocks
 from automl_effnetv2 import study_report
 from automl_effnetv2 import study_stats
 
@@ -156,12 +157,61 @@ def test_normalized_time_sums_steps_times_step_time_per_size():
   stages = [progressive.Stage(0, 10, 28, 5, 0, 0, 0),
             progressive.Stage(1, 30, 64, 10, 0, 0, 0)]
   times = {'28': 0.1, '64': 0.5}
-  assert study_report.normalized_seconds(stages, 30, times) == pytest.approx(
+  assert study_clocks.normalized_seconds(stages, 30, times) == pytest.approx(
       10 * 0.1 + 20 * 0.5)
-  assert study_report.normalized_seconds(stages, 15, times) == pytest.approx(
+  assert study_clocks.normalized_seconds(stages, 15, times) == pytest.approx(
       10 * 0.1 + 5 * 0.5)
   with pytest.raises(ValueError, match='no step time for 64'):
-    study_report.normalized_seconds(stages, 30, {'28': 0.1})
+    study_clocks.normalized_seconds(stages, 30, {'28': 0.1})
+
+
+def _recipe(config_name, mode, epochs, extra=''):
+  return run_config.build_config(
+      'efficientnetv2-b0', config_name,
+      ablation.run_overrides(0, epochs, 1, extra), ablation=mode)
+
+
+def test_equal_time_length_by_hand():
+  # Two stages at 48 and 64 px, a 64 px step costing twice a 48 px one.
+  # no_progressive for 10 epochs: 4687 steps at 64 px = 9374 s. Progressive
+  # learning with T steps trains T // 2 at 48 px and the rest at 64 px:
+  # 3124 * 1 + 3125 * 2 = 9374 s at T = 6249, about 13.33 epochs.
+  times = {'48': 1.0, '64': 2.0}
+  two_stages = 'train.stages=2,data.ibase=32'
+  progressive_run = _recipe('fashion_mnist', 'none', 10, two_stages)
+  reference = _recipe('fashion_mnist', 'no_progressive', 10, two_stages)
+  sizes = [s.image_size for s in study_clocks.run_stages(progressive_run, 100)]
+  assert sizes == [48, 64]
+  assert study_clocks.equal_time_steps(progressive_run, 9374, times) == 6249
+  epochs = study_clocks.equal_time_epochs(progressive_run, reference, times)
+  assert progressive.train_steps(epochs, 60000, 128) == 6249
+  assert epochs == pytest.approx(6249 * 128 / 60000, abs=128 / 60000)
+  # 6250 steps take 9375 s: the closer length wins, the shorter on a tie.
+  assert study_clocks.equal_time_steps(progressive_run, 9374.6, times) == 6250
+  assert study_clocks.equal_time_steps(progressive_run, 9374.5, times) == 6249
+
+
+@pytest.mark.parametrize('config_name', ['fashion_mnist',
+                                         'fashion_mnist_paper_range'])
+def test_equal_time_length_is_the_closest_by_a_full_scan(config_name):
+  with open(os.path.join(REPO, 'docs', 'study', 'step_times.json'),
+            encoding='utf-8') as f:
+    times = json.load(f)['seconds_per_step']
+  run = _recipe(config_name, 'none', 10)
+  reference = _recipe(config_name, 'no_progressive', 10)
+  target = 4687 * times['64']  # no_progressive: every step at 64 px.
+
+  def seconds(steps):
+    stages = study_clocks.run_stages(run, steps)
+    return sum((s.max_steps - start) * times[str(s.image_size)]
+               for s, start in zip(stages, [0] + [t.max_steps
+                                                  for t in stages[:-1]]))
+
+  closest = min(range(4687, 3 * 4687), key=lambda t: abs(seconds(t) - target))
+  epochs = study_clocks.equal_time_epochs(run, reference, times)
+  assert progressive.train_steps(epochs, 60000, 128) == closest
+  # Fewer, cheaper steps at the start buy more epochs: 1.05x-1.5x longer.
+  assert 10.5 < epochs < 15
 
 
 # -- the report from hand-made result files -----------------------------------
