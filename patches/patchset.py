@@ -9,6 +9,8 @@ never stored: it is what reverse-applying the series to the tree gives.
   python patches/patchset.py side-by-side automl_effnetv2/datasets.py
   python patches/patchset.py unpack WORK      # WORK/0 baseline ... WORK/N tree
   python patches/patchset.py pack WORK        # regenerate patches from WORK
+  python patches/patchset.py upstream PATH    # the study's change, as commits
+                                              # in a google/automl checkout
 
 To change code that a patch touches: `unpack`, edit the same change into
 every tree from the step it belongs to (WORK/k, ..., WORK/N), `pack`, then
@@ -176,6 +178,10 @@ def main():
   sbs.add_argument('--width', type=int, default=200)
   sub.add_parser('unpack').add_argument('work')
   sub.add_parser('pack').add_argument('work')
+  sub.add_parser(
+      'upstream', help='write the Fashion-MNIST study into a google/automl '
+      'checkout (upstream_edits.py)').add_argument(
+          'path', help='the checkout\'s root or its efficientnetv2/ folder')
   args = parser.parse_args()
   if args.command == 'check':
     with tempfile.TemporaryDirectory() as tmp:
@@ -190,6 +196,10 @@ def main():
     unpack(args.work)
   elif args.command == 'pack':
     pack(args.work)
+  elif args.command == 'upstream':
+    sys.path.insert(0, HERE)
+    import upstream_edits  # pylint: disable=g-import-not-at-top
+    return upstream_edits.run(args.path)
   return 0
 
 
