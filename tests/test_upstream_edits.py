@@ -316,3 +316,17 @@ def test_real_checkout(tmp_path):
   assert "'ablation', 'none', ABLATIONS" in _read(package, 'main.py')
   again = _run(package)
   assert again.returncode == 0 and 'already applied' in again.stdout
+
+
+def test_data_command_refuses_a_folder_without_the_files(tmp_path):
+  source, tfds_dir = tmp_path / 'idx', tmp_path / 'tfds'
+  source.mkdir()
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'patches', 'upstream_data.py'),
+       f'--source={source}', f'--tfds_data_dir={tfds_dir}'],
+      capture_output=True, text=True, check=False)
+  assert result.returncode == 1
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1
+  assert str(source) in errors[0] and '--source=' in errors[0]
+  assert not tfds_dir.exists()
