@@ -380,8 +380,9 @@ def _apply_edit(text: str, edit: Edit, shown: str) -> Tuple[str, bool]:
   if _signature_present(text, edit.signature):
     raise Refused(
         f'{shown}: the block starting "{edit.signature.strip()}" is there but '
-        'differs from what this tool writes (edited after applying?); '
-        'revert it to apply again; nothing written')
+        'differs from what this tool writes now (edited after applying, or '
+        'the recipe changed); revert that commit to apply again; nothing '
+        'written')
   found = _count_lines(text, anchor)
   if found != 1:
     problem = 'has no' if found == 0 else f'has {found} copies of the'
