@@ -1,17 +1,25 @@
 """Checks the values of an assembled config before anything runs.
 
 `hparams` refuses unknown keys and words where numbers belong; this module
-refuses numbers that cannot mean anything: a negative batch, zero training
+refuses numbers that cannot mean anything (a negative batch, zero training
 steps, an infinite learning rate, a probability above one, images smaller
-than the model can use. Each problem is reported with its key, its value and
-the valid range, all in one `ConfigError` line.
+than the model can use) and names that select nothing (an optimizer, a
+learning-rate schedule, a loss, an activation that does not exist). Each
+problem is reported with its key, its value and the valid range or names,
+all in one `ConfigError` line.
 """
 import math
 from typing import Callable, List, Optional, Tuple
 
 from automl_effnetv2 import augment_spec
+from automl_effnetv2 import datasets
+from automl_effnetv2 import effnetv2_configs
+from automl_effnetv2 import effnetv2_model
 from automl_effnetv2 import hparams
 from automl_effnetv2 import progressive
+from automl_effnetv2 import registry
+from automl_effnetv2 import strategy_choice
+from automl_effnetv2 import utils
 
 # Upstream rounds ratio sizes down to multiples of 16 (train.isize <= 16), so
 # 16 px is the smallest size it can produce; below it the five stride-2
@@ -94,13 +102,55 @@ def _range_problems(config) -> List[str]:
   return problems
 
 
-def _size_problems(config, strategies) -> List[str]:
-  """Training steps, image sizes and the strategy name."""
+def _choices(config) -> List[Tuple[str, tuple]]:
+  """(key, valid values) of every key that names one of a few choices.
+
+  Read where the choice is made, so that the lists cannot drift apart.
+  """
+  return [
+      ('train.optimizer', utils.OPTIMIZERS),
+      ('train.lr_sched', utils.LR_SCHEDULES),
+      ('train.loss_type', utils.LOSS_TYPES),
+      ('train.split', (None,) + tuple(config.data.splits)),
+      ('eval.split', (None,) + tuple(config.data.splits)),
+      ('model.act_fn', (None,) + utils.ACTIVATIONS),
+      ('model.bn_type', effnetv2_model.BN_TYPES),
+      ('model.data_format', (None, 'channels_last')),
+      ('data.ds_name', tuple(datasets.dataset_classes())),
+  ]
+
+
+def _name_problems(config, strategies) -> List[str]:
+  """Names that select nothing; each listed with the valid names."""
   problems = []
+  for key, valid in _choices(config):
+    try:
+      registry.check_name(key, _get(config, key), valid)
+    except ValueError as e:
+      problems.append(str(e))
+  # Upstream's aliases (gpus, gpu) are accepted but not offered: --strategy
+  # takes only this port's names.
   strategy = config.runtime.strategy
-  if strategies and strategy not in strategies:
-    problems.append(f'runtime.strategy={strategy!r} is not a strategy; '
-                    f'valid: {", ".join(strategies)}')
+  if strategies and strategy_choice.canonical_name(strategy) not in strategies:
+    problems.append(registry.unknown_name_message('runtime.strategy',
+                                                  strategy, strategies))
+  precision = config.runtime.mixed_precision
+  if not isinstance(precision, bool):
+    try:
+      utils.precision_policy(precision, 'CPU')
+    except ValueError as e:
+      problems.append(str(e))
+  if config.model.blocks_args is not None:  # Holds each block's conv type.
+    try:
+      effnetv2_configs.decode(config.model.blocks_args)
+    except ValueError as e:
+      problems.append(f'model.blocks_args: {e}')
+  return problems
+
+
+def _size_problems(config) -> List[str]:
+  """Training steps and image sizes."""
+  problems = []
   train = config.train
   split = config.data.splits.get(train.split or 'train')
   num_images = split.get('num_images') if split else None
@@ -135,16 +185,17 @@ def _size_problems(config, strategies) -> List[str]:
 def validate(config: hparams.Config, strategies: Optional[tuple] = None):
   """Raises ConfigError naming every out-of-range value of `config`.
 
-  `strategies`, when given, are the valid runtime.strategy names.
+  `strategies`, when given, are the valid runtime.strategy names (upstream's
+  aliases of them pass too).
   """
   problems = _non_finite(config.as_dict())
   if not problems:
-    problems = _range_problems(config)
+    problems = _range_problems(config) + _name_problems(config, strategies)
     try:  # The augmentation keys are checked where they are read.
       augment_spec.AugmentSpec.from_config(config.data)
     except hparams.ConfigError as e:
       problems.append(str(e))
   if not problems:
-    problems = _size_problems(config, strategies)
+    problems = _size_problems(config)
   if problems:
     raise hparams.ConfigError('; '.join(problems))

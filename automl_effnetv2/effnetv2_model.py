@@ -167,6 +167,10 @@ def group_moments(shard_mean, shard_variance, group_mean):
   return mean, group_mean(mean_of_square) - tf.square(mean)
 
 
+# model.bn_type: None is batch normalization (tpu_bn on a TPU); see norm().
+BN_TYPES = (None, 'tpu_bn', 'sync_bn', 'gn')
+
+
 def bn_type_for(bn_type, on_tpu: bool):
   """Upstream's main.py switches to the cross-replica BN on TPU unless the
   config names a normalization."""

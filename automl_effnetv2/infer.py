@@ -24,10 +24,12 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from automl_effnetv2 import cli
 from automl_effnetv2 import export
 from automl_effnetv2 import hparams
 from automl_effnetv2 import labels
 from automl_effnetv2 import train_lib
+from automl_effnetv2 import utils
 
 FLAGS = flags.FLAGS
 
@@ -107,33 +109,51 @@ def read_image(path: str) -> np.ndarray:
   try:
     data = tf.io.read_file(path)
     image = tf.io.decode_image(data, expand_animations=False).numpy()
-  except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+  except tf.errors.OpError as e:  # Missing, a folder, not an image.
     raise InferenceError(f'cannot read the image {path}: '
-                         f'{str(e).splitlines()[0]}') from e
+                         f'{utils.op_error_reason(e)}') from e
   return image[..., :1] if image.shape[-1] == 2 else image[..., :3]
+
+
+def print_top(predictor: Predictor, paths, k: int) -> list:
+  """Prints the top-k classes of each image; returns the paths that could
+  not be read (each reported on stderr, the others still classified)."""
+  failed = []
+  for path in paths:
+    try:
+      top = predictor.top(read_image(path), k)
+    except InferenceError as e:
+      print(f'error: {e}', file=sys.stderr, flush=True)
+      failed.append(path)
+      continue
+    print(f'{path}:')
+    for rank, (name, probability) in enumerate(top, 1):
+      print(f'  {rank}. {name} ({probability:.2%})')
+    sys.stdout.flush()
+  return failed
 
 
 def main(argv):
   images = argv[1:]
   if not images:
-    raise app.UsageError('name one or more image files')
+    cli.usage_error('name one or more image files')
   if bool(FLAGS.model_dir) == bool(FLAGS.saved_model):
-    raise app.UsageError('pass exactly one of --model_dir and --saved_model')
+    cli.usage_error('pass exactly one of --model_dir and --saved_model')
   try:
     predictor = (from_model_dir(FLAGS.model_dir) if FLAGS.model_dir else
                  from_saved_model(FLAGS.saved_model))
-    if predictor.note:
-      print(predictor.note, file=sys.stderr)
-    for path in images:
-      print(f'{path}:')
-      for rank, (name, probability) in enumerate(
-          predictor.top(read_image(path), FLAGS.top), 1):
-        print(f'  {rank}. {name} ({probability:.2%})')
   except (InferenceError, train_lib.TrainingError) as e:
     print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  if predictor.note:
+    print(predictor.note, file=sys.stderr)
+  failed = print_top(predictor, images, FLAGS.top)
+  if failed:
+    print(f'error: {len(failed)} of {len(images)} images could not be read',
+          file=sys.stderr)
     sys.exit(1)
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

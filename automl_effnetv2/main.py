@@ -26,6 +26,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from automl_effnetv2 import cli
 from automl_effnetv2 import datasets
 from automl_effnetv2 import divergence
 from automl_effnetv2 import export
@@ -170,15 +171,15 @@ def _fail(message: str):
 
 def main(argv):
   if len(argv) > 1:
-    _usage_error(f'unexpected arguments {" ".join(argv[1:])!r}; every option '
-                 'is a --flag=value')
+    cli.usage_error(f'unexpected arguments {" ".join(argv[1:])!r}; every '
+                    'option is a --flag=value')
   try:
     config = build_config(FLAGS.model_name, FLAGS.dataset_cfg,
                           FLAGS.hparam_str, FLAGS.sweeps, FLAGS.ablation)
   except (hparams.ConfigError, datasets.DatasetError, ValueError) as e:
-    _usage_error(str(e))
+    cli.usage_error(str(e))
   if FLAGS.resume_from and FLAGS.mode == 'eval':
-    _usage_error('--resume_from is for --mode=train or --mode=traineval')
+    cli.usage_error('--resume_from is for --mode=train or --mode=traineval')
   if FLAGS.use_tpu or FLAGS.tpu:
     config.runtime.strategy = 'tpu'
     config.runtime.tpu = FLAGS.tpu
@@ -210,4 +211,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

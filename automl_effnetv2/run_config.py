@@ -14,10 +14,6 @@ from automl_effnetv2 import hparams
 from automl_effnetv2 import progressive
 from automl_effnetv2 import strategy_choice
 
-# runtime.strategy may name a strategy or one of upstream's values.
-STRATEGY_NAMES = strategy_choice.STRATEGIES + tuple(
-    name for name in strategy_choice.UPSTREAM_STRATEGIES if name)
-
 
 def build_config(model_name: str, dataset_cfg: str, hparam_str: str = '',
                  sweeps: str = '', ablation=None) -> hparams.Config:
@@ -31,7 +27,7 @@ def build_config(model_name: str, dataset_cfg: str, hparam_str: str = '',
   config.model.num_classes = config.data.num_classes
   # --ablation wins over a train.ablation set in hparam_str / a YAML file.
   progressive.ablate_config(config, ablation or config.train.ablation)
-  config_checks.validate(config, STRATEGY_NAMES)
+  config_checks.validate(config, strategy_choice.STRATEGIES)
   return config
 
 

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from automl_effnetv2 import divergence
 from automl_effnetv2 import hparams
+from automl_effnetv2 import utils
 
 CONFIG_FILE = 'config.yaml'
 METRICS_FILE = 'metrics.json'
@@ -111,8 +112,7 @@ def writing(path: str):
                       f'{_fix_for(e)}') from e
   except tf.errors.OpError as e:  # TensorFlow's own file writes.
     # 'path/part-00000.tempstate123; No space left on device [Op:SaveV2]'
-    reason = re.sub(r'\s*\[Op:\w+\]$', '', e.message.rsplit(';', 1)[-1]
-                    ).strip() or type(e).__name__
+    reason = utils.op_error_reason(e)
     code = {tf.errors.ResourceExhaustedError: errno.ENOSPC,
             tf.errors.PermissionDeniedError: errno.EACCES}.get(type(e), 0)
     raise RunDirError(f'cannot write {path}: {reason}; '

@@ -38,6 +38,9 @@ _ACTIVATIONS = {
 }
 
 
+ACTIVATIONS = tuple(_ACTIVATIONS)
+
+
 def get_act_fn(act_fn) -> Callable:
   """Activation by upstream's names; None means silu, callables pass through."""
   if not act_fn:
@@ -215,6 +218,9 @@ class TF1Momentum(keras.optimizers.Optimizer):
 
 
 OPTIMIZERS = ('rmsprop', 'sgd', 'momentum', 'adam')
+# train.loss_type: None and softmax mean softmax cross-entropy (the trainer's
+# per_example_loss).
+LOSS_TYPES = (None, 'softmax', 'sigmoid', 'custom')
 
 
 def build_optimizer(optimizer_name='rmsprop', learning_rate=0.0, decay=0.9,
@@ -305,6 +311,15 @@ def _value(variable):
   if hasattr(variable, 'value') and not isinstance(variable, tf.Variable):
     return variable.value  # Keras 3 variable.
   return variable.read_value() if isinstance(variable, tf.Variable) else variable
+
+
+# -- errors ------------------------------------------------------------------
+def op_error_reason(error) -> str:
+  """The reason in a TensorFlow op error, without the internals around it
+  ('{{function_node ...}}', '[Op:ReadFile]') and without the path that the
+  reason follows ('x.png; No such file or directory')."""
+  text = re.sub(r'\{\{.*?\}\}|\[Op:.*$', '', error.message, flags=re.S)
+  return text.rsplit(';', 1)[-1].strip() or type(error).__name__
 
 
 # -- precision ---------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Shared test setup: quiet TensorFlow, two logical CPUs, seeded randomness."""
 import fcntl
 import os
+import re
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -89,6 +90,11 @@ def main_command(fashion_dir, *flags, extra=''):
   return [sys.executable, '-m', 'automl_effnetv2.main',
           '--dataset_cfg=FashionMNISTFt', f'--hparam_str={hparams}',
           '--strategy=one_device', *flags]
+
+
+# What TensorFlow's C++ runtime prints on import, whatever the program does.
+TF_NATIVE_LOG = re.compile(
+    r'^([IWEF]\d{4} |WARNING: All log messages before)')
 
 
 def cli_env():

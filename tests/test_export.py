@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import REPO, TF_NATIVE_LOG
 from automl_effnetv2 import augment_spec
 from automl_effnetv2 import export
 from automl_effnetv2 import infer
@@ -19,7 +20,6 @@ from automl_effnetv2 import main
 from automl_effnetv2 import preprocessing
 from automl_effnetv2 import train_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_IMAGES = 200
 
 
@@ -134,18 +134,63 @@ def test_infer_prints_the_top_five_class_names(exported_run, tmp_path):
   assert predictor.top(infer.read_image(files[1]), 5)[0][0] == top1[1]
 
 
-def test_infer_refuses_a_missing_image_in_one_line(exported_run, tmp_path):
+def test_an_unreadable_image_is_one_clean_line_naming_it(tmp_path):
+  not_an_image = tmp_path / 'notes.png'
+  not_an_image.write_text('not an image')
+  for path, reason in [(not_an_image, 'Unknown image file format'),
+                       (tmp_path / 'missing.png', 'No such file or directory'),
+                       (tmp_path, 'Is a directory')]:
+    with pytest.raises(infer.InferenceError) as error:
+      infer.read_image(str(path))
+    message = str(error.value)
+    assert message.startswith(f'cannot read the image {path}: {reason}')
+    assert '{{' not in message and 'Op:' not in message  # No TF internals.
+    assert '\n' not in message
+
+
+@pytest.mark.parametrize('args, expected', [
+    ([], 'name one or more image files'),
+    (['--top=x', 'a.png'], "flag --top=x: invalid literal for int()"),
+])
+def test_infer_usage_errors_are_one_line_with_status_2(tmp_path, args,
+                                                       expected):
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
+  result = subprocess.run(
+      [sys.executable, '-m', 'automl_effnetv2.infer', *args], env=env,
+      cwd=tmp_path, capture_output=True, text=True)
+  assert result.returncode == 2
+  lines = [line for line in result.stderr.splitlines()
+           if line.strip() and not TF_NATIVE_LOG.match(line)]
+  assert len(lines) == 1 and lines[0].startswith(f'error: {expected}'), lines
+  assert lines[0].endswith('(see --help)')
+
+
+def test_infer_reports_bad_images_and_classifies_the_others(exported_run,
+                                                            tmp_path):
   _, _, paths = exported_run
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
   missing = str(tmp_path / 'missing.png')
+  not_an_image = tmp_path / 'notes.png'
+  not_an_image.write_text('not an image')
+  good = _write_pngs(str(tmp_path), _fashion_mnist_test_images(1)[0])[0]
   result = subprocess.run(
       [sys.executable, '-m', 'automl_effnetv2.infer',
-       f'--saved_model={paths["saved_model"]}', missing],
-      env=env, cwd=REPO, capture_output=True, text=True)
-  assert result.returncode == 1
-  assert result.stderr.strip().splitlines()[-1].startswith(
-      f'error: cannot read the image {missing}')
+       f'--saved_model={paths["saved_model"]}', missing, str(not_an_image),
+       good], env=env, cwd=REPO, capture_output=True, text=True)
+  assert result.returncode == 1  # Not every image could be classified...
   assert 'Traceback' not in result.stderr
+  errors = [line for line in result.stderr.splitlines()
+            if line.startswith('error:')]
+  assert errors[0] == (f'error: cannot read the image {missing}: No such '
+                       'file or directory')
+  assert errors[1].startswith(f'error: cannot read the image {not_an_image}: '
+                              'Unknown image file format')
+  assert errors[2] == 'error: 2 of 3 images could not be read'
+  assert len(errors) == 3 and '{{' not in result.stderr
+  # ... and the good one, named after the bad ones, was.
+  lines = result.stdout.splitlines()
+  assert lines[0] == f'{good}:' and lines[1].startswith('  1. ')
+  assert len(lines) == 6
 
 
 def test_imagenet_names_unavailable_offline_are_announced(monkeypatch,

@@ -1,13 +1,12 @@
 """main.py as users run it: the plain command, checked values, short errors."""
 import json
 import os
-import re
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO, TINY_HPARAMS, cli_env
+from conftest import REPO, TF_NATIVE_LOG, TINY_HPARAMS, cli_env
 from automl_effnetv2 import config_checks
 from automl_effnetv2 import hparams
 from automl_effnetv2 import main
@@ -38,14 +37,47 @@ def _build(hparam_str, dataset_cfg='fashion_mnist'):
      'expected >= 16'),
     ('train.isize=0.1', 'train.isize=0.1 with eval.isize=64 and data.ibase=40 '
      'gives training images of 0 px; expected >= 16'),
-    ('runtime.strategy=bogus', "runtime.strategy='bogus' is not a strategy; "
-     'valid: auto, one_device, mirrored, multi_worker_mirrored, tpu'),
 ])
 def test_out_of_range_values_are_refused_naming_key_value_and_range(
     hparam_str, message):
   with pytest.raises(hparams.ConfigError) as error:
     _build(hparam_str)
   assert str(error.value).startswith(message), str(error.value)
+
+
+# Every key that selects one of a few named choices.
+_NAMED_CHOICES = ['train.optimizer', 'train.lr_sched', 'train.loss_type',
+                  'train.split', 'eval.split', 'model.act_fn', 'model.bn_type',
+                  'model.data_format', 'data.ds_name', 'data.augname',
+                  'runtime.mixed_precision', 'runtime.strategy']
+
+
+@pytest.mark.parametrize('key', _NAMED_CHOICES)
+def test_unknown_names_are_refused_listing_only_accepted_ones(key):
+  with pytest.raises(hparams.ConfigError) as error:
+    _build(f'{key}=bogus')
+  message = str(error.value)
+  assert message.startswith('unknown ') and f" {key} 'bogus'" in message
+  assert ';' not in message.replace('; did you mean', '')  # One problem.
+  listed = message.split('(valid: ')[1].rstrip(')').split(', ')
+  for name in listed:  # Each name offered is one the key takes.
+    _build(f'{key}={name}')
+  if key == 'runtime.strategy':  # And --strategy takes it too.
+    assert set(listed) <= set(main.FLAGS['strategy'].parser.enum_values)
+
+
+def test_a_close_name_is_suggested():
+  with pytest.raises(hparams.ConfigError,
+                     match="unknown train.optimizer 'rmsprp'; did you mean "
+                     'rmsprop?'):
+    _build('train.optimizer=rmsprp')
+
+
+def test_block_strings_with_an_unknown_conv_type_are_refused():
+  with pytest.raises(hparams.ConfigError,
+                     match=r"^model\.blocks_args: block string "
+                     "'r1_k3_s1_e1_i32_o16_c7': c must be 0 or 1"):
+    _build('model.blocks_args=r1_k3_s1_e1_i32_o16_c0|r1_k3_s1_e1_i32_o16_c7')
 
 
 def test_every_problem_is_in_the_one_line():
@@ -66,18 +98,26 @@ def test_sensible_edge_values_pass():
 
 
 # -- command-line errors are one line ------------------------------------------
-# What TensorFlow's C++ runtime prints on import, whatever the program does.
-_TF_NATIVE_LOG = re.compile(r'^([IWEF]\d{4} |WARNING: All log messages before)')
-
-
 @pytest.mark.parametrize('flags, expected', [
     (['--dataset_cfg=fashionmnist'], "unknown name 'fashionmnist'"),
     (['--dataset_cfg=fashion_mnist', '--hparam_str=train.batch_size=-5'],
      'train.batch_size=-5 is out of range'),
     (['--dataset_cfg=fashion_mnist', '--hparam_str=runtime.strategy=bogus'],
-     "runtime.strategy='bogus' is not a strategy"),
+     "unknown runtime.strategy 'bogus'"),
+    # Names once noticed only after model_dir was made, or not at all.
+    (['--dataset_cfg=fashion_mnist', '--hparam_str=train.lr_sched=bogus'],
+     "unknown train.lr_sched 'bogus' (valid: exponential, cosine"),
+    (['--dataset_cfg=fashion_mnist', '--hparam_str=train.loss_type=bogus'],
+     "unknown train.loss_type 'bogus' (valid: None, softmax"),
     (['--dataset_cfg=fashion_mnist', '--mode=eval', '--resume_from=ckpt-5'],
      '--resume_from is for --mode=train'),
+    # Flags absl refuses are usage errors too, with the same status.
+    (['--dataset_cfg=fashion_mnist', '--mode=bogus'],
+     'flag --mode=bogus: value should be one of'),
+    (['--dataset_cfg=fashion_mnist', '--strategy=gpus'],
+     'flag --strategy=gpus: value should be one of'),
+    (['--dataset_cfg=fashion_mnist', '--no_such_flag=1'],
+     "Unknown command line flag 'no_such_flag'"),
 ])
 def test_usage_errors_are_one_line_and_write_nothing(tmp_path, flags,
                                                      expected):
@@ -87,7 +127,7 @@ def test_usage_errors_are_one_line_and_write_nothing(tmp_path, flags,
       check=False)
   assert result.returncode == 2
   lines = [line for line in result.stderr.splitlines()
-           if line.strip() and not _TF_NATIVE_LOG.match(line)]
+           if line.strip() and not TF_NATIVE_LOG.match(line)]
   assert len(lines) == 1, result.stderr
   assert lines[0].startswith('error: ') and expected in lines[0]
   assert lines[0].endswith('(see --help)')
