@@ -133,7 +133,10 @@ def _trained_folder(trainer, purpose: str):
     raise train_lib.TrainingError(
         f'no checkpoint in {folder.path} to {purpose}; train first '
         '(--mode=train)')
-  folder.check_saved_config(trainer.config)
+  # Evaluating and exporting change no checkpoint: a folder without its
+  # config is read with the flags given (a model that does not fit is
+  # refused by the restore).
+  folder.check_saved_config(trainer.config, missing_ok=True)
   return folder
 
 

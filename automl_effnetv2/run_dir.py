@@ -10,8 +10,9 @@ start time, which is what a refused second writer is told.
 Everything else here is the folder's bookkeeping, kept out of the trainer:
 the saved config and its check on resume, metrics.json (replaced atomically,
 never appended in place), the archive of the best checkpoint, the export
-path, summary writers, the removal of what an interrupted save leaves behind,
-and the choice of the newest checkpoint that can actually be read.
+path, summary writers, the removal of what an interrupted save leaves behind
+(on resume, and at once when a write fails while the folder is owned), and
+the choice of the newest checkpoint that can actually be read.
 
 Every write goes through `writing`, which turns an OS error (read-only
 folder, full disk, a file where a folder belongs) into one `RunDirError` line
@@ -221,8 +222,24 @@ class RunDir:
     self._lock_depth += 1
     try:
       yield
+    except BaseException:
+      if self._lock_depth == 1:
+        self._clean_up_after_failure()
+      raise
     finally:
       self._release()
+
+  def _clean_up_after_failure(self):
+    """Removes what a failed write left: after a full disk, a checkpoint's
+    half-written ckpt-N_temp/ (as large as the checkpoint) would otherwise
+    keep the disk full until the next run."""
+    try:
+      removed = self.remove_leftovers()
+    except RunDirError:  # Must not replace the error that stopped the run.
+      return
+    if removed:
+      print('removed what the failed write left: ' + ', '.join(removed),
+            flush=True)
 
   @contextlib.contextmanager
   def owned_if_free(self):
@@ -245,15 +262,26 @@ class RunDir:
     return hparams.load_yaml(path) if os.path.exists(path) else None
 
   def check_saved_config(self, config: hparams.Config,
-                         allowed: Sequence[str] = ()) -> List[str]:
+                         allowed: Sequence[str] = (),
+                         missing_ok: bool = False) -> List[str]:
     """Refuses to continue a run that used another config.
 
     Returns the differences found among the `allowed` keys (those a
-    --resume_from may change); any other difference is an error.
+    --resume_from may change); any other difference is an error. So is a
+    folder with checkpoints but no config.yaml, unless `missing_ok` (reading
+    it only): nothing would stop another batch size or rate from going on
+    from those checkpoints.
     """
-    saved = self.saved_config()
-    if saved is None or not self.latest_checkpoint():
+    if not self.latest_checkpoint():
       return []
+    saved = self.saved_config()
+    if saved is None:
+      if missing_ok:
+        return []
+      raise RunDirError(
+          f'{self.path} holds checkpoints but no {CONFIG_FILE}, so this '
+          'command cannot be checked against the run that wrote them; put '
+          f'that run\'s {CONFIG_FILE} back, or pass another --model_dir')
     differences = config_differences(saved, config.as_dict())
     refused = [k for k in differences if k not in allowed]
     if refused:

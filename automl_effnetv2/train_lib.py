@@ -513,12 +513,13 @@ class Trainer:
     self.check_inputs()
     self.run_dir.create()
     with self.run_dir.owned():
+      # Checked first: a refused command changes nothing in the folder.
+      changed = self.run_dir.check_saved_config(
+          self.config, divergence.RESUMABLE_CHANGES if resume_from else ())
       removed = self.run_dir.remove_leftovers()
       if removed:
         print('removed what an interrupted save left: ' + ', '.join(removed),
               flush=True)
-      changed = self.run_dir.check_saved_config(
-          self.config, divergence.RESUMABLE_CHANGES if resume_from else ())
       step = self.restore(resume_from, set_aside_damaged=True)
       self._carry_config_history(step, resume_from, changed)
       self.run_dir.save_config(self.config)
@@ -571,10 +572,13 @@ class Trainer:
     logging.info('training %d steps (%.2f epochs), %d stages; at step %d',
                  self.total_steps, self.config.train.epochs, len(self.stages),
                  step)
+    due = set(self.eval_points)
+    if eval_every_stage:
+      due.update(stage.max_steps for stage in self.stages)
     with _graceful_interrupts(self):
-      # A run killed between a scheduled save and its evaluation evaluates
-      # first thing on resume.
-      if step in self.eval_points and step not in evaluated:
+      # A run stopped between a save and its evaluation (killed, or
+      # interrupted during the evaluation) evaluates first thing on resume.
+      if step in due and step not in evaluated:
         history.append(self._evaluate_and_record(
             progressive.stage_at_step(self.stages, step - 1)))
         evaluated.add(step)

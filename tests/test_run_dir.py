@@ -100,6 +100,26 @@ def test_simulated_full_disk_at_a_checkpoint_is_one_error(
              strategy=_one_device())
 
 
+def test_failed_save_leaves_no_temp_folder(tiny_config, tmp_path,
+                                           monkeypatch):
+  # The shards are written into ckpt-5_temp/ for real; the merge into the
+  # final files then finds the disk full.
+  from tensorflow.python.checkpoint import functional_saver  # pylint: disable=g-import-not-at-top
+
+  def disk_full(*args, **kwargs):
+    raise tf.errors.ResourceExhaustedError(
+        None, None, 'ckpt-5.data-00000-of-00001; No space left on device')
+
+  monkeypatch.setattr(functional_saver.gen_io_ops, 'merge_v2_checkpoints',
+                      disk_full)
+  model_dir = tmp_path / 'run'
+  with pytest.raises(run_dir.RunDirError, match='No space left on device'):
+    main.run('train', _tiny(tiny_config), str(model_dir),
+             strategy=_one_device())
+  assert not [p for p in model_dir.iterdir() if p.name.endswith('_temp')]
+  assert not list(model_dir.glob('ckpt-*'))
+
+
 # -- checkpoints --------------------------------------------------------------
 def test_damaged_newest_checkpoint_is_skipped_and_leftovers_removed(
     trained_run, tiny_config, tmp_path, capsys):
@@ -155,6 +175,48 @@ def test_eval_of_another_model_in_a_folder_without_config(
                      match='does not fit this model .*another --model_name'):
     main.run('eval', other, model_dir, strategy=_one_device())
   assert not os.path.exists(os.path.join(model_dir, 'config.yaml'))
+
+
+def test_evaluation_stopped_by_sigterm_is_redone_on_resume(
+    tiny_config, tmp_path, monkeypatch):
+  model_dir = str(tmp_path / 'run')
+  evaluate = train_lib.Trainer.evaluate
+
+  def sigterm_during_the_first(trainer, *args, **kwargs):
+    monkeypatch.setattr(train_lib.Trainer, 'evaluate', evaluate)
+    os.kill(os.getpid(), signal.SIGTERM)  # The trainer's handler stops it.
+    return evaluate(trainer, *args, **kwargs)
+
+  monkeypatch.setattr(train_lib.Trainer, 'evaluate', sigterm_during_the_first)
+  with pytest.raises(train_lib.TrainingInterrupted):
+    main.run('traineval', tiny_config(), model_dir, strategy=_one_device())
+  assert run_dir.read_metrics(model_dir) == {}  # Stopped in stage 1's.
+  main.run('traineval', tiny_config(), model_dir, strategy=_one_device())
+  evals = run_dir.read_metrics(model_dir)['evals']
+  assert [e['stage'] for e in evals] == [1, 2]
+  assert evals[0]['global_step'] < evals[1]['global_step'] == 15
+
+
+def _listing(folder):
+  return {name: (os.path.getsize(os.path.join(folder, name)),
+                 os.path.getmtime(os.path.join(folder, name)))
+          for name in os.listdir(folder)}
+
+
+def test_training_on_in_a_folder_without_config_is_refused(
+    trained_run, tiny_config, tmp_path):
+  model_dir = _copy_of_trained_run(trained_run, tiny_config, tmp_path)
+  os.remove(os.path.join(model_dir, 'config.yaml'))
+  before = _listing(model_dir)
+  other_batch = tiny_config(_SHORT + ',train.batch_size=8')
+  with pytest.raises(run_dir.RunDirError,
+                     match='holds checkpoints but no config.yaml') as error:
+    main.run('train', other_batch, model_dir, strategy=_one_device())
+  assert str(error.value).endswith('or pass another --model_dir')
+  after = _listing(model_dir)
+  # Only the lock changed hands; no config.yaml, checkpoint or metric.
+  assert {k: v for k, v in after.items() if k != run_dir.LOCK_FILE} == {
+      k: v for k, v in before.items() if k != run_dir.LOCK_FILE}
 
 
 # -- two real processes ---------------------------------------------------------
