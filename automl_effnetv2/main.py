@@ -14,6 +14,7 @@ command again resumes training.
 """
 import errno
 import os
+import shlex
 import signal
 import sys
 
@@ -161,10 +162,25 @@ def _export(trainer):
     return export.export_run(trainer)
 
 
-def _usage_error(message: str):
-  """One line and a pointer to --help; no page of flag help above it."""
-  print(f'error: {message} (see --help)', file=sys.stderr)
-  sys.exit(2)
+def rerun_command(changes, resume_from=None):
+  """This program's command line with `changes` to the config (dotted keys,
+  added to --sweeps, which is applied last) and --resume_from set; None
+  when --sweeps is a YAML file and cannot take them."""
+  sweeps = FLAGS.sweeps.strip()
+  if sweeps.endswith(('.yaml', '.yml')) and '=' not in sweeps:
+    return None
+  sweeps = ','.join([sweeps] * bool(sweeps) +
+                    [f'{key}={value}' for key, value in changes.items()])
+  args = [sys.executable, os.path.abspath(sys.argv[0])]
+  for name in FLAGS:
+    flag = FLAGS[name]
+    if (flag.present and flag.name == name and
+        name not in ('sweeps', 'resume_from')):
+      args.append(flag.serialize())
+  args.append(f'--sweeps={sweeps}')
+  if resume_from:
+    args.append(f'--resume_from={resume_from}')
+  return shlex.join(args)
 
 
 def _fail(message: str):
@@ -198,6 +214,9 @@ def main(argv):
     result = run(FLAGS.mode, config, model_dir, FLAGS.data_dir,
                  archive_ckpt=FLAGS.archive_ckpt, eval_name=FLAGS.eval_name,
                  resume_from=FLAGS.resume_from)
+  except train_lib.Diverged as e:
+    command = rerun_command(e.changes, e.resume_from)
+    _fail(f'{e}; to go on, run: {command}' if command else str(e))
   except (train_lib.TrainingError, run_dir.RunDirError, datasets.DatasetError,
           local_data.DataFilesError) as e:
     _fail(str(e))

@@ -9,7 +9,6 @@ optimizer slots, EMA, random-number state, step) is in the checkpoint, and the
 input stream is a function of the step, so a killed run restarted with the
 same command continues exactly where the last checkpoint left it.
 """
-import math
 import os
 import re
 import signal
@@ -49,6 +48,17 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class TrainingError(RuntimeError):
   """Training cannot go on; the message says why and what to do."""
+
+
+class Diverged(TrainingError):
+  """The loss exploded. A rerun goes on with `changes` to the config (dotted
+  keys), from checkpoint `resume_from` when there is a good one."""
+
+  def __init__(self, message: str, resume_from: Optional[str],
+               changes: Dict[str, object]):
+    super().__init__(message)
+    self.resume_from = resume_from
+    self.changes = changes
 
 
 # -- strategy -----------------------------------------------------------------
@@ -198,6 +208,7 @@ class Trainer:
       self.eval_top1 = _SumVariable('eval_top1')
       self.eval_top5 = _SumVariable('eval_top5')
       self.eval_count = _SumVariable('eval_count')
+      self.probe_loss_sum = _SumVariable('probe_loss_sum')
     seed_states = [layer.seed_generator.state for layer in self.model.layers
                    if hasattr(layer, 'seed_generator')]
     trackables = dict(model=self.model, optimizer=self.optimizer,
@@ -214,8 +225,10 @@ class Trainer:
     self._save_dir = (self.model_dir if self.is_chief else
                       tempfile.mkdtemp(prefix='effnetv2_worker_ckpt_'))
     self.manager = self._checkpoint_manager()
-    # Judges each log interval's loss; checkpoints are saved only while sane.
+    # Judges each log interval's loss and the weights of each checkpoint.
     self.loss_watch = divergence.LossWatch(self._chance_loss())
+    self._probe_images = None  # The fixed batch that judges the weights.
+    self._probe = tf.function(self._probe_fn, reduce_retracing=True)
     self._train_loop = tf.function(self._train_loop_fn,
                                    reduce_retracing=True)
     self._train_step_fn = (
@@ -435,9 +448,68 @@ class Trainer:
     for line in summary:
       print(line, flush=True)
 
+  # -- judging the weights before a save ---------------------------------------
+  def _probe_batch(self):
+    """The first batch of training images, eval-preprocessed: the same
+    images, without augmentation or mixing, each time the weights are
+    judged; built once, uncached."""
+    if self._probe_images is None:
+      data = hparams.Config(self.config.data.as_dict())
+      data.cache = False
+      inp = datasets.build_dataset_input(
+          False, self.eval_size, self.image_dtype, self.data_dir,
+          self.train_split, data, seed=self.config.runtime.seed,
+          augment=self.augment)
+      self._probe_images = next(iter(
+          self.strategy.distribute_datasets_from_function(
+              inp.distribute_dataset_fn(self.config.train.batch_size))))
+    return self._probe_images
+
+  def _probe_step(self, images, labels):
+    """The training loss of the current weights on one batch. In training
+    mode: the moving batch-norm statistics lag the weights far behind when
+    the rate is high, so an inference-mode loss condemns sane weights."""
+    logits = self.model(images, training=True)
+    xent = tf.nn.compute_average_loss(
+        self.per_example_loss(labels, logits),
+        global_batch_size=self.config.train.batch_size)
+    l2 = self._weight_decay() * utils.l2_loss(
+        self.model.trainable_variables, self.config.train.weight_decay_exclude)
+    self.probe_loss_sum.add(xent + l2 / self.num_replicas)
+
+  def _probe_fn(self, images, labels):
+    self.strategy.run(self._probe_step, args=(images, labels))
+
+  def weights_loss(self) -> float:
+    """The loss of the weights as they are now (what a checkpoint written
+    now would resume with); NaN when any weight or optimizer slot is not
+    finite."""
+    variables = [v for v in self.model.variables + self.optimizer.variables
+                 if tf.as_dtype(v.dtype).is_floating]
+    if not bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
+                               for v in variables])):
+      return float('nan')
+    # Training mode moves the batch-norm statistics and the dropout seeds;
+    # put them back, so that judging a run does not change it.
+    side_effects = [v for v in self.model.non_trainable_variables
+                    + self._trackables['seed_states']]
+    before = [v.numpy() for v in side_effects]
+    self.probe_loss_sum.reset()
+    self._probe(*self._probe_batch())
+    for variable, value in zip(side_effects, before):
+      variable.assign(value)
+    return float(self.probe_loss_sum.result())
+
   def save(self) -> Optional[str]:
-    """Saves a checkpoint, unless the loss is exploding (returns None then)."""
+    """Saves a checkpoint, unless the loss is exploding or the weights are
+    not sane (returns None then; the loss watch records the weights' loss,
+    so that a run with bad weights stops)."""
     if not self.loss_watch.healthy:
+      return None
+    step = int(self.global_step.numpy())
+    if not self.loss_watch.observe(self.weights_loss(), step):
+      logging.warning('not saving step %d: the loss of its weights is %g',
+                      step, self.loss_watch.last_loss)
       return None
     with run_dir_lib.writing(self.model_dir):
       path = self.manager.save(checkpoint_number=self.global_step)
@@ -586,12 +658,8 @@ class Trainer:
         if step >= stage.max_steps:
           continue
         step = self._train_stage(stage, step, summary, evaluated, history)
-        if not self.loss_watch.healthy:  # A stage must end on a checkpoint.
-          raise TrainingError(divergence.divergence_message(
-              self.history[-1]['loss'], self.loss_watch.exploding_since, step,
-              stage.index + 1, self.manager.latest_checkpoint,
-              self.config.train.lr_base, self.loss_watch.bound))
-        self.save()
+        if not self.save():  # A stage must end on a checkpoint.
+          raise self._diverged(stage, step)
         if eval_every_stage and step not in evaluated:
           history.append(self._evaluate_and_record(stage))
           evaluated.add(step)
@@ -626,12 +694,7 @@ class Trainer:
       num_steps, step = next_stop - step, next_stop
       count = max(float(self.example_count.result()), 1.0)
       loss = float(self.loss_sum.result()) / num_steps
-      if (not self.loss_watch.observe(loss, step - num_steps) and
-          not math.isfinite(loss)):
-        raise TrainingError(divergence.divergence_message(
-            loss, step - num_steps, step, stage.index + 1,
-            self.manager.latest_checkpoint, config.train.lr_base,
-            self.loss_watch.bound))
+      self.loss_watch.observe(loss, step - num_steps)
       values = {
           'loss': loss,
           'xent': float(self.xent_sum.result()) / num_steps,
@@ -658,17 +721,35 @@ class Trainer:
             f'{values["accuracy"]:.4f} lr {values["learning_rate"]:.5f} '
             f'{values["images_per_second"]:.1f} img/s ETA '
             f'{_format_duration(eta)}', flush=True)
+      self._stop_if_diverged(stage, step)
       if step in eval_points and step not in evaluated:
         # Saved first: the best-checkpoint archive copies the latest one.
         self.save()
+        self._stop_if_diverged(stage, step)
         history.append(self._evaluate_and_record(stage))
         evaluated.add(step)
         # Evaluation time is not training time: restart the ETA clock.
         stage_start, stage_start_step = time.time(), step
       elif step % save_every == 0 and step < stage.max_steps:
         self.save()
+        self._stop_if_diverged(stage, step)
     summary.flush()
     return step
+
+  def _stop_if_diverged(self, stage, step):
+    if self.loss_watch.gave_up:
+      raise self._diverged(stage, step)
+
+  def _diverged(self, stage, step) -> Diverged:
+    """The error that stops a diverged run, with the way to go on."""
+    last_good = self.manager.latest_checkpoint
+    lr_base = self.config.train.lr_base
+    return Diverged(
+        divergence.divergence_message(
+            self.loss_watch.last_loss, self.loss_watch.exploding_since, step,
+            stage.index + 1, last_good, lr_base, self.loss_watch.bound),
+        os.path.basename(last_good) if last_good else None,
+        divergence.resume_changes(lr_base))
 
   def _evaluate_and_record(self, stage=None,
                            record: bool = True) -> Dict[str, object]:
