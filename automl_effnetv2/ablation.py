@@ -113,13 +113,14 @@ def grid_order(dataset_cfgs: Sequence[str], modes: Sequence[str],
 
 def run_overrides(seed: int, epochs: Optional[float], eval_every_epochs: float,
                   hparam_str: str) -> str:
-  overrides = [f'runtime.seed={seed}']
+  """The run's overrides; the runner's own settings come last, so that
+  --hparam_str cannot undo a seed, --epochs or an equal-time length."""
+  overrides = [hparam_str] if hparam_str else []
+  overrides.append(f'runtime.seed={seed}')
   if epochs is not None:
     overrides.append(f'train.epochs={epochs:.6g}')
   if eval_every_epochs:
     overrides.append(f'eval.every_epochs={eval_every_epochs:g}')
-  if hparam_str:
-    overrides.append(hparam_str)
   return ','.join(overrides)
 
 

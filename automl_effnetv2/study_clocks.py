@@ -14,7 +14,7 @@ study's equal-time runs), and step times redrawn from the benchmark's rounds
 """
 import random
 import statistics
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from automl_effnetv2 import progressive
 
@@ -147,13 +147,28 @@ def redrawn_step_times(step_times: Dict, rng: random.Random
 
 
 def step_time_draws(step_times: Dict, count: int, seed: int = 0
-                    ) -> List[Dict[str, float]]:
-  """`count` redrawn step-time tables (the first is the benchmark's own)."""
+                    ) -> Optional[List[Dict[str, float]]]:
+  """`count` redrawn step-time tables; None for a benchmark file without
+  its rounds (nothing to redraw)."""
+  if 'samples' not in step_times:
+    return None
   rng = random.Random(seed)
-  draws = [dict(step_times['seconds_per_step'])]
-  if 'samples' in step_times:
-    draws += [redrawn_step_times(step_times, rng) for _ in range(count - 1)]
-  return draws
+  return [redrawn_step_times(step_times, rng) for _ in range(count)]
+
+
+def format_steps(counts: Dict[int, int]) -> str:
+  """'48:1712 56:1713 64:1713', the per-size step counts as a CSV cell."""
+  return ' '.join(f'{size}:{steps}' for size, steps in sorted(counts.items()))
+
+
+def parse_steps(text: str) -> Dict[str, int]:
+  return {size: int(steps) for size, steps in
+          (item.split(':') for item in (text or '').split())}
+
+
+def weighed(steps: Dict[str, int], cost_per_step: Dict[str, float]) -> float:
+  """Steps counted per size (parse_steps) times a per-size cost."""
+  return sum(count * cost_per_step[size] for size, count in steps.items())
 
 
 def sizes_of(stage_lists: Sequence[Sequence[progressive.Stage]]) -> List[int]:

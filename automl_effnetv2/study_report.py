@@ -6,14 +6,17 @@ Input (a results folder, small enough to commit):
   runs/<cfg>/<mode>/seed_k/ metrics.json and config.yaml of each finished run
 Output, in the same folder:
   results.csv   one row per cell and seed (final top-1, times, images/s)
-  curves.csv    one row per evaluation (step, epoch, both times, top-1)
+  curves.csv    one row per evaluation (step, epoch, the clocks, top-1)
   results.md    the tables, computed from the two CSV files alone
-  results.png   mean eval top-1 against training time, one panel per config
+  results.png   mean eval top-1 against normalized time, one panel per
+                config, and below it the last 20 % of training enlarged
 
-Times: `train_seconds` is what the run measured inside its training loops
-(evaluation excluded). The normalized time of a run is the steps it trained
-at each image size times the step time at that size from one paired
-benchmark, so a machine busy with something else cannot fake a speedup.
+Clocks (study_clocks.py): `train_seconds` is what the run measured inside
+its training loops (evaluation excluded); its normalized time is the steps
+it trained at each image size times the step time at that size from one
+paired benchmark, so that a machine busy with something else cannot fake a
+speedup; its multiply-adds (multiply_adds.json, counted on the model by
+flops.py) are the clock of hardware whose cost follows arithmetic.
 """
 import csv
 import json
@@ -45,9 +48,18 @@ DISAGREEMENT = 0.10
 
 RESULT_FIELDS = ('config', 'mode', 'seed', 'run', 'top1', 'top5',
                  'global_step', 'total_steps', 'epochs', 'train_seconds',
-                 'normalized_seconds', 'images_per_second')
+                 'normalized_seconds', 'multiply_adds', 'images_per_second',
+                 'steps_per_size')
 CURVE_FIELDS = ('config', 'mode', 'seed', 'global_step', 'epoch',
-                'train_seconds', 'normalized_seconds', 'top1')
+                'train_seconds', 'normalized_seconds', 'multiply_adds',
+                'top1', 'steps_per_size')
+# The clocks a speedup is read on: what the run measured, the benchmark's
+# step times (redrawn from its rounds for the interval), and the model's
+# forward multiply-adds (tera, 10^12).
+CLOCKS = ('measured', 'normalized', 'multiply-adds')
+_CLOCK_COLUMN = {'measured': 'train_seconds',
+                 'normalized': 'normalized_seconds',
+                 'multiply-adds': 'multiply_adds'}
 
 
 def read_json(path) -> Dict:
@@ -81,6 +93,8 @@ def collect(results_dir):
   plan = read_json(os.path.join(results_dir, PLAN))
   step_times = read_json(os.path.join(results_dir, STEP_TIMES)).get(
       'seconds_per_step')
+  per_image = read_json(os.path.join(
+      results_dir, study_clocks.MULTIPLY_ADDS)).get('multiply_adds_per_image')
   rows, curves = [], []
   for cell in plan.get('cells', []):
     folder = os.path.join(results_dir, 'runs', cell['run'])
@@ -92,10 +106,14 @@ def collect(results_dir):
     final = metrics['final']
     stages = study_clocks.run_stages(config, final['total_steps'])
 
-    def normalized(step, stages=stages):
-      if not step_times:
-        return None
-      return study_clocks.normalized_seconds(stages, step, step_times)
+    def clocks(step, stages=stages, batch=config.train.batch_size):
+      return dict(
+          normalized_seconds=(study_clocks.normalized_seconds(
+              stages, step, step_times) if step_times else None),
+          multiply_adds=(study_clocks.multiply_adds(
+              stages, step, per_image, batch) / 1e12 if per_image else None),
+          steps_per_size=study_clocks.format_steps(
+              study_clocks.steps_per_size(stages, step)))
 
     key = dict(config=cell['config'], mode=cell['mode'], seed=cell['seed'])
     rows.append(dict(
@@ -103,16 +121,15 @@ def collect(results_dir):
         top5=final['eval/acc_top5'], global_step=final['global_step'],
         total_steps=final['total_steps'], epochs=config.train.epochs,
         train_seconds=final['train_seconds'],
-        normalized_seconds=normalized(final['global_step']),
-        images_per_second=final.get('train_images_per_second')))
+        images_per_second=final.get('train_images_per_second'),
+        **clocks(final['global_step'])))
     steps_per_epoch = final['total_steps'] / config.train.epochs
     for record in metrics.get('evals', []):
       curves.append(dict(
           key, global_step=record['global_step'],
           epoch=record['global_step'] / steps_per_epoch,
           train_seconds=record['train_seconds'],
-          normalized_seconds=normalized(record['global_step']),
-          top1=record['eval/acc_top1']))
+          top1=record['eval/acc_top1'], **clocks(record['global_step'])))
   return rows, curves
 
 
@@ -125,8 +142,8 @@ def write_csv(path, fields, rows):
 
 def read_csv(path) -> List[Dict]:
   numeric = ('seed', 'top1', 'top5', 'global_step', 'total_steps', 'epochs',
-             'train_seconds', 'normalized_seconds', 'images_per_second',
-             'epoch')
+             'train_seconds', 'normalized_seconds', 'multiply_adds',
+             'images_per_second', 'epoch')
   with open(path, newline='', encoding='utf-8') as f:
     rows = list(csv.DictReader(f))
   for row in rows:
@@ -135,6 +152,7 @@ def read_csv(path) -> List[Dict]:
         row[name] = float(row[name]) if row[name] not in ('', None) else None
     if 'seed' in row:
       row['seed'] = int(row['seed'])
+    row['steps'] = study_clocks.parse_steps(row.get('steps_per_size'))
   return rows
 
 
@@ -144,10 +162,19 @@ def _by(rows, config, mode):
                  and r['mode'] == mode), key=lambda r: r['seed'])
 
 
-def _curve(curve_rows, config, mode, seed, time_key):
-  return sorted((r[time_key], r['top1']) for r in curve_rows
-                if r['config'] == config and r['mode'] == mode
-                and r['seed'] == seed and r[time_key] is not None)
+def clock_time(row, clock: str, step_times=None) -> Optional[float]:
+  """A result or curve row's time on one of CLOCKS; `step_times`, a redrawn
+  table, replaces the benchmark's medians on the normalized clock."""
+  if clock == 'normalized' and step_times is not None:
+    return study_clocks.weighed(row['steps'], step_times)
+  return row[_CLOCK_COLUMN[clock]]
+
+
+def _curve(curve_rows, config, mode, seed, clock, step_times=None):
+  points = ((clock_time(r, clock, step_times), r['top1']) for r in curve_rows
+            if r['config'] == config and r['mode'] == mode
+            and r['seed'] == seed)
+  return sorted(p for p in points if p[0] is not None)
 
 
 def cell_summary(runs) -> Dict[str, Optional[float]]:
@@ -195,39 +222,47 @@ def top1_difference(rows, config, mode, reference, seeds=None):
   return diff, (low, high), len(seeds)
 
 
-def compare_to_baseline(rows, curve_rows, config, modes, resamples=4000):
+def compare_to_baseline(rows, curve_rows, config, modes, step_times=None,
+                        resamples=4000):
   """Per mode: speedups over `no_progressive` and the top-1 difference.
 
-  Speedup at equal epochs: mean baseline time / mean mode time. Time to
-  target: the target is the lowest final mean top-1 among the config's
-  modes; each mode's mean curve (over seeds) is read at that accuracy by
-  linear interpolation. Intervals: percentile bootstrap over seeds, the same
-  seeds drawn for every mode (seed k of every mode ran in one time slot).
-  The top-1 difference has a paired t interval.
+  Speedup at equal epochs: mean baseline time / mean mode time, on each of
+  CLOCKS. Time to target: the target is the lowest final mean top-1 among
+  the config's modes; each mode's mean curve (over seeds) is read at that
+  accuracy by linear interpolation. Intervals: percentile bootstrap over
+  seeds, the same seeds drawn for every mode (seed k of every mode ran in one
+  time slot); on the normalized clock each resample also redraws the
+  benchmark's rounds (`step_times`, the whole step_times.json), so the
+  interval carries the benchmark's own spread. The top-1 difference has a
+  paired t interval.
   """
   seeds = _common_seeds(rows, config, modes)
   if BASELINE not in modes or len(seeds) == 0:
     return {}
   finals = {m: {r['seed']: r for r in _by(rows, config, m)} for m in modes}
+  redrawn = (study_clocks.step_time_draws(step_times, resamples)
+             if step_times else None)
 
+  # Plain sums: statistics.mean's exact arithmetic is slow in a bootstrap.
   def target(draw):
-    return min(statistics.mean(finals[m][seeds[i]]['top1'] for i in draw)
+    return min(sum(finals[m][seeds[i]]['top1'] for i in draw) / len(draw)
                for m in modes)
 
-  def equal_epochs(mode, key):
-    def statistic(draw):
-      base = statistics.mean(finals[BASELINE][seeds[i]][key] for i in draw)
-      ours = statistics.mean(finals[mode][seeds[i]][key] for i in draw)
+  def equal_epochs(mode, clock):
+    def statistic(draw, table=None):
+      base, ours = (sum(clock_time(finals[m][seeds[i]], clock, table)
+                        for i in draw) / len(draw) for m in (BASELINE, mode))
       return base / ours if ours else None
     return statistic
 
-  def to_target(mode, key):
-    def statistic(draw):
+  def to_target(mode, clock):
+    def statistic(draw, table=None):
       goal = target(draw)
       times = []
       for m in (BASELINE, mode):
         curve = study_stats.mean_curve(
-            [_curve(curve_rows, config, m, seeds[i], key) for i in draw])
+            [_curve(curve_rows, config, m, seeds[i], clock, table)
+             for i in draw])
         times.append(study_stats.time_to_target(curve, goal))
       if None in times or not times[1]:
         return None
@@ -241,15 +276,15 @@ def compare_to_baseline(rows, curve_rows, config, modes, resamples=4000):
       continue
     entry = {}
     for name, make in (('epochs', equal_epochs), ('target', to_target)):
-      for time_key, label in (('train_seconds', 'measured'),
-                              ('normalized_seconds', 'normalized')):
-        if any(finals[m][s][time_key] is None for m in (BASELINE, mode)
-               for s in seeds):
+      for clock in CLOCKS:
+        if any(clock_time(finals[m][s], clock) is None
+               for m in (BASELINE, mode) for s in seeds):
           continue
-        statistic = make(mode, time_key)
-        entry[f'{name}_{label}'] = statistic(everything)
-        entry[f'{name}_{label}_ci'] = study_stats.bootstrap_ci(
-            statistic, len(seeds), resamples=resamples)
+        statistic = make(mode, clock)
+        entry[f'{name}_{clock}'] = statistic(everything)
+        entry[f'{name}_{clock}_ci'] = study_stats.bootstrap_ci(
+            statistic, len(seeds), resamples=resamples,
+            also_drawn=redrawn if clock == 'normalized' else None)
     # The speedups' seeds: while one mode lacks a seed, the difference
     # leaves it out too, so that the row's seed count holds for every column.
     diff, interval, _ = top1_difference(rows, config, mode, BASELINE, seeds)
@@ -293,6 +328,7 @@ def _ordered(values):
 
 def tables(results_dir, rows, curve_rows) -> List[str]:
   plan = read_json(os.path.join(results_dir, PLAN))
+  step_times = read_json(os.path.join(results_dir, STEP_TIMES)) or None
   cells = plan.get('cells', [])
   lines = [f"Command: `{plan.get('command', '')}`", '']
   shared = [c for c in cells if c['run'] != f"{c['config']}/{c['mode']}/"
@@ -320,24 +356,27 @@ def tables(results_dir, rows, curve_rows) -> List[str]:
           f"{_interval((s['ci_low'], s['ci_high']))} | "
           f"{s['minutes']:.1f} min | {_num(s['normalized_minutes'], 1, ' min')}"
           f" | {s['images_per_second']:.0f} |")
-    comparison = compare_to_baseline(rows, curve_rows, config, modes)
+    comparison = compare_to_baseline(rows, curve_rows, config, modes,
+                                     step_times)
     comparisons[config] = comparison
     if len(comparison) > 1:
+      clocks = ' | '.join(CLOCKS)
       lines += ['', f"Against `{BASELINE}` (target top-1 for time to "
                 f"accuracy: {comparison['_target']:.2f} %, the lowest final "
                 'mean of these modes; 95 % intervals: bootstrap over seeds '
-                'for speedups, paired t for the top-1 difference):', '',
-                '| mode | seeds | speedup, equal epochs: measured | '
-                'normalized | speedup to target: measured | normalized | '
-                'top-1 difference (points) |',
-                '|---|---|---|---|---|---|---|']
+                'for speedups, on the normalized clock with the step-time '
+                "benchmark's rounds redrawn too; paired t for the top-1 "
+                'difference):', '',
+                f'| mode | seeds | speedup, equal epochs: {clocks} | '
+                f'speedup to target: {clocks} | top-1 difference (points) |',
+                '|---|---|' + '---|' * (2 * len(CLOCKS) + 1)]
       for mode in modes:
         entry = comparison.get(mode)
         if not entry:
           continue
         cols = []
         for name in ('epochs', 'target'):
-          for label in ('measured', 'normalized'):
+          for label in CLOCKS:
             value = entry.get(f'{name}_{label}')
             text = (f"{_num(value, 2, 'x')} "
                     f"{_interval(entry.get(f'{name}_{label}_ci'))}")
@@ -352,19 +391,20 @@ def tables(results_dir, rows, curve_rows) -> List[str]:
 
 
 def _speedup_text(entry, name) -> str:
-  """'measured [CI] / normalized [CI]' for one speedup of one mode."""
+  """'measured [CI] / normalized [CI] / multiply-adds [CI]' for one speedup
+  of one mode."""
   if not entry or entry.get(f'{name}_measured') is None:
     return '–'
   parts = [f"{_num(entry.get(f'{name}_{label}'), 2, 'x')} "
            f"{_interval(entry.get(f'{name}_{label}_ci'))}"
-           for label in ('measured', 'normalized')]
+           for label in CLOCKS]
   return ' / '.join(parts)
 
 
 def against_paper(rows, comparisons) -> List[str]:
   """The paper's two claims beside this study's numbers, one column a config.
 
-  Speedups are `none` over `no_progressive` (measured / normalized time);
+  Speedups are `none` over `no_progressive` on each of CLOCKS;
   the gain from adaptive regularization is `none` minus
   `fixed_regularization`, paired by seed, with its t interval.
   """
@@ -387,10 +427,10 @@ def against_paper(rows, comparisons) -> List[str]:
 
   table = [
       ('speedup of progressive learning to the target top-1 (measured / '
-       'normalized time)', PAPER_SPEEDUP,
+       'normalized / multiply-adds)', PAPER_SPEEDUP,
        [_speedup_text(comparisons[c][PROGRESSIVE], 'target')
         for c in configs]),
-      ('speedup at equal epochs (measured / normalized time)', '–',
+      ('speedup at equal epochs (measured / normalized / multiply-adds)', '–',
        [_speedup_text(comparisons[c][PROGRESSIVE], 'epochs')
         for c in configs]),
       (f'top-1 of progressive learning minus `{BASELINE}` (points)',
@@ -411,7 +451,9 @@ def against_paper(rows, comparisons) -> List[str]:
 
 
 def plot(results_dir, curve_rows, path):
-  """Mean eval top-1 against measured training time, a ±1 std band."""
+  """Mean eval top-1 against normalized time (the answer's clock), a ±1 std
+  band; the second row enlarges the last 20 % of training, where the final
+  gaps of one to three points are."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -422,40 +464,86 @@ def plot(results_dir, curve_rows, path):
   palette = plt.rcParams['axes.prop_cycle'].by_key()['color']
   colors = {mode: palette[i % len(palette)] for i, mode in
             enumerate(_ordered(c['mode'] for c in plan.get('cells', [])))}
-  fig, axes = plt.subplots(1, max(len(configs), 1), sharey=True,
-                           figsize=(5.5 * max(len(configs), 1), 4),
+  columns = max(len(configs), 1)
+  fig, axes = plt.subplots(2, columns, figsize=(5.5 * columns, 7.5),
                            squeeze=False)
-  for ax, config in zip(axes[0], configs):
+  clock = ('normalized' if all(r['normalized_seconds'] is not None
+                               for r in curve_rows) else 'measured')
+  for column, config in enumerate(configs):
+    full, zoom = axes[0][column], axes[1][column]
+    means = []
     for mode in _ordered(c['mode'] for c in plan['cells']
                          if c['config'] == config):
       seeds = sorted({r['seed'] for r in curve_rows
                       if r['config'] == config and r['mode'] == mode})
-      curves = [_curve(curve_rows, config, mode, s, 'train_seconds')
-                for s in seeds]
-      curves = [c for c in curves if c]
+      curves = [c for c in (_curve(curve_rows, config, mode, s, clock)
+                            for s in seeds) if c]
       if not curves:
         continue
       length = min(len(c) for c in curves)
       times = np.array([[p[0] for p in c[:length]] for c in curves]) / 60
       top1 = np.array([[p[1] for p in c[:length]] for c in curves]) * 100
       mean, std = top1.mean(0), top1.std(0, ddof=1 if len(curves) > 1 else 0)
-      ax.plot(times.mean(0), mean, color=colors[mode],
-              label=f'{mode} ({_seeds(len(curves))})')
-      ax.fill_between(times.mean(0), mean - std, mean + std, alpha=0.2,
-                      color=colors[mode])
-    ax.set_title(config)
-    ax.set_xlabel('training time (min, measured)')
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend(loc='lower right')
-  axes[0][0].set_ylabel('eval top-1 (%), mean ± 1 std over seeds')
+      means.append((times.mean(0), mean, std))
+      for ax in (full, zoom):
+        ax.plot(times.mean(0), mean, color=colors[mode], marker='.',
+                label=f'{mode} ({_seeds(len(curves))})')
+        ax.fill_between(times.mean(0), mean - std, mean + std, alpha=0.2,
+                        color=colors[mode])
+    full.set_title(config)
+    if means:
+      end = max(t[-1] for t, _, _ in means)
+      inside = [np.concatenate([(m - d)[t >= 0.8 * end], (m + d)[t >= 0.8 * end]])
+                for t, m, d in means]
+      inside = np.concatenate(inside)
+      zoom.set_xlim(0.8 * end, end * 1.01)
+      if inside.size:
+        zoom.set_ylim(inside.min() - 0.3, inside.max() + 0.3)
+    zoom.set_title(f'{config}: last 20 % of training')
+    for ax in (full, zoom):
+      ax.set_xlabel(f'training time (min, {clock})')
+      ax.grid(alpha=0.3)
+      if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc='lower right')
+    full.set_ylabel('eval top-1 (%), mean ± 1 std over seeds')
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
 
 
+def ensure_multiply_adds(results_dir):
+  """Counts the model's multiply-adds per image at every size the finished
+  runs trained (once, kept in results_dir as multiply_adds.json)."""
+  path = os.path.join(results_dir, study_clocks.MULTIPLY_ADDS)
+  plan = read_json(os.path.join(results_dir, PLAN))
+  folders = [os.path.join(results_dir, 'runs', c['run'])
+             for c in plan.get('cells', [])]
+  configs = [hparams.Config(hparams.load_yaml(
+      os.path.join(f, run_dir.CONFIG_FILE))) for f in folders
+             if is_finished(f)]
+  if not configs:
+    return
+  sizes = study_clocks.sizes_of(
+      study_clocks.run_stages(c, study_clocks.run_total_steps(c))
+      for c in configs)
+  known = read_json(path).get('multiply_adds_per_image', {})
+  if all(str(size) in known for size in sizes):
+    return
+  from automl_effnetv2 import flops  # pylint: disable=g-import-not-at-top
+  model = configs[0].model.as_dict()
+  counts = flops.multiply_adds_per_image(None, sizes, model)
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(dict(model_name=model['model_name'],
+                   num_classes=model['num_classes'],
+                   multiply_adds_per_image=counts), f, indent=2,
+              sort_keys=True)
+  os.replace(tmp, path)
+
+
 def write_report(results_dir) -> List[str]:
   """Writes the CSV files, then the tables and plot from the CSV files."""
+  ensure_multiply_adds(results_dir)
   rows, curves = collect(results_dir)
   write_csv(os.path.join(results_dir, 'results.csv'), RESULT_FIELDS, rows)
   write_csv(os.path.join(results_dir, 'curves.csv'), CURVE_FIELDS, curves)

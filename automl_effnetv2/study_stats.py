@@ -118,28 +118,35 @@ def mean_curve(curves: Sequence[Sequence[Tuple[float, float]]]
   (a run in progress), the mean covers the common part.
   """
   length = min(len(c) for c in curves)
-  return [(statistics.mean(c[i][0] for c in curves),
-           statistics.mean(c[i][1] for c in curves)) for i in range(length)]
+  count = len(curves)
+  return [(sum(c[i][0] for c in curves) / count,
+           sum(c[i][1] for c in curves) / count) for i in range(length)]
 
 
 # -- bootstrap ----------------------------------------------------------------
-def bootstrap_ci(statistic: Callable[[List[int]], Optional[float]],
+def bootstrap_ci(statistic: Callable[..., Optional[float]],
                  num_seeds: int, level: float = 0.95, resamples: int = 4000,
-                 seed: int = 0) -> Tuple[Optional[float], Optional[float]]:
+                 seed: int = 0, also_drawn: Optional[Sequence] = None
+                 ) -> Tuple[Optional[float], Optional[float]]:
   """Percentile interval of `statistic(seed_indices)` over resampled seeds.
 
   `statistic` receives a list of seed indices drawn with replacement (the
   same draw for every mode, so runs that shared a seed and a time slot stay
   paired) and may return None where the statistic is undefined; those draws
   are left out. Fewer than two seeds give no interval.
+
+  `also_drawn`: one more random input per resample (for example step times
+  redrawn from a benchmark's rounds), passed as the second argument, so that
+  the interval carries that uncertainty too.
   """
   if num_seeds < 2:
     return None, None
   rng = random.Random(seed)
   values = []
-  for _ in range(resamples):
+  for index in range(resamples):
     draw = [rng.randrange(num_seeds) for _ in range(num_seeds)]
-    value = statistic(draw)
+    value = (statistic(draw) if also_drawn is None else
+             statistic(draw, also_drawn[index % len(also_drawn)]))
     if value is not None and math.isfinite(value):
       values.append(value)
   if not values:

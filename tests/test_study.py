@@ -244,6 +244,9 @@ FAKE_CURVES = {
 }
 
 
+FAKE_MULTIPLY_ADDS = {'48': 2e6, '56': 3e6, '64': 4e6}
+
+
 def _fake_study(tmp_path, curves):
   """A results folder of fashion_mnist runs: {(mode, seed): curve}."""
   modes = list(dict.fromkeys(mode for mode, _ in curves))
@@ -253,6 +256,8 @@ def _fake_study(tmp_path, curves):
                          ['--x'])
   with open(tmp_path / study_report.STEP_TIMES, 'w', encoding='utf-8') as f:
     json.dump({'seconds_per_step': {'48': 0.5, '56': 0.75, '64': 1.0}}, f)
+  with open(tmp_path / study_clocks.MULTIPLY_ADDS, 'w', encoding='utf-8') as f:
+    json.dump({'multiply_adds_per_image': FAKE_MULTIPLY_ADDS}, f)
   for (mode, seed), curve in curves.items():
     _fake_run(str(tmp_path / 'runs' / 'fashion_mnist' / mode / f'seed_{seed}'),
               'fashion_mnist', mode, seed, curve, FAKE_TOTAL_STEPS)
@@ -287,6 +292,12 @@ def test_report_speedups_and_differences_by_hand(tmp_path):
                   (ends[2] - ends[1]) * 1.0)
   assert result['none']['epochs_normalized'] == pytest.approx(
       total * 1.0 / none_seconds)
+  # Multiply-adds: the same steps weighed by 2, 3 and 4 M per image.
+  none_adds = (ends[0] * 2 + (ends[1] - ends[0]) * 3 +
+               (ends[2] - ends[1]) * 4) * 1e6 * 128
+  assert result['none']['epochs_multiply-adds'] == pytest.approx(
+      total * 4e6 * 128 / none_adds)
+  assert rows[0]['multiply_adds'] == pytest.approx(none_adds / 1e12)
   # top-1 difference: (0.90 - 0.90, 0.92 - 0.94) -> mean -1 point.
   assert result['none']['top1_diff'] == pytest.approx(-1.0)
   low, high = result['none']['top1_diff_ci']
@@ -298,6 +309,54 @@ def test_report_speedups_and_differences_by_hand(tmp_path):
   assert study_report.format_top1(one_run) == '90.00 % (one run)'
 
   assert (tmp_path / 'results.png').stat().st_size > 1000
+
+
+def test_redrawn_step_times_keep_a_round_paired_across_sizes():
+  # Round k took k seconds at 48 px and 2k at 64 px: any redraw of whole
+  # rounds keeps the ratio 2, a redraw per size would not.
+  step_times = {'seconds_per_step': {'48': 2.0, '64': 4.0},
+                'samples': {'48': [1.0, 2.0, 3.0, 4.0, 5.0],
+                            '64': [2.0, 4.0, 6.0, 8.0, 10.0]}}
+  draws = study_clocks.step_time_draws(step_times, 200)
+  assert {d['64'] / d['48'] for d in draws} == {2.0}
+  assert len({d['48'] for d in draws}) > 1
+  assert study_clocks.step_time_draws({'seconds_per_step': {'48': 1}},
+                                      5) is None
+
+
+def test_normalized_interval_carries_the_benchmarks_spread(tmp_path):
+  _fake_study(tmp_path, FAKE_CURVES)
+  rows = study_report.read_csv(tmp_path / 'results.csv')
+  curve_rows = study_report.read_csv(tmp_path / 'curves.csv')
+
+  def interval(samples):
+    step_times = {'seconds_per_step': {'48': 0.5, '56': 0.75, '64': 1.0},
+                  'samples': samples}
+    return study_report.compare_to_baseline(
+        rows, curve_rows, 'fashion_mnist', ['none', 'no_progressive'],
+        step_times, resamples=400)['none']['epochs_normalized_ci']
+
+  # Equal epochs: every seed trains the same steps, so over seeds alone the
+  # normalized speedup is one number; the spread comes from the benchmark.
+  steady = {'48': [0.5] * 3, '56': [0.75] * 3, '64': [1.0] * 3}
+  low, high = interval(steady)
+  assert low == pytest.approx(high)
+  # Rounds where 64 px cost 0.8, 1.0 and 1.2 s: the speedup moves with it.
+  spread = {'48': [0.5] * 3, '56': [0.75] * 3, '64': [0.8, 1.0, 1.2]}
+  low, high = interval(spread)
+  point = study_report.compare_to_baseline(
+      rows, curve_rows, 'fashion_mnist', ['none', 'no_progressive'])[
+          'none']['epochs_normalized']
+  assert low < point < high
+  # The extremes are all-0.8 and all-1.2 draws of the 64 px rounds.
+  total = FAKE_TOTAL_STEPS
+  counts = study_clocks.parse_steps(rows[0]['steps_per_size'])
+  assert sum(counts.values()) == total
+
+  def speedup(t64):
+    return total * t64 / study_clocks.weighed(
+        counts, {'48': 0.5, '56': 0.75, '64': t64})
+  assert speedup(0.8) <= low and high <= speedup(1.2)
 
 
 def test_report_sets_both_claims_beside_the_paper(tmp_path):
@@ -434,6 +493,41 @@ def test_runner_shares_skips_and_rebuilds_from_results_alone(
   assert again.stdout.count('finished, skipped') == 1
   assert 'training in' not in again.stdout
   assert (results / 'results.md').read_text() == report
+
+  # An equal-time study beside it: no_progressive is the run above, copied;
+  # `none` trains as long as makes its normalized time equal.
+  times = tmp_path / 'step_times.json'
+  per_size = {str(size): size * size / 1e4 for size in range(8, 65)}
+  times.write_text(json.dumps({'seconds_per_step': per_size}))
+  equal = tmp_path / 'equal_time'
+  command = [c for c in command if not c.startswith(('--modes=', '--dataset',
+                                                     '--results_dir='))]
+  command += ['--dataset_cfg=fashion_mnist', '--modes=no_progressive,none',
+              '--equal_time_to=no_progressive', f'--reuse_from={results}',
+              f'--step_times_from={times}', f'--results_dir={equal}']
+  third = subprocess.run(command, env=env, cwd=REPO, capture_output=True,
+                         text=True, check=True)
+  assert 'no_progressive/seed_0: the same run as' in third.stdout
+  assert third.stdout.count('training in') == 1, third.stdout
+  built = {m: run_config.build_config(
+      'efficientnetv2-b0', 'fashion_mnist',
+      ablation.run_overrides(0, None, 0.002,
+                             f'{tiny},data.tfds_data_dir={fashion_mnist_tfds_dir}'),
+      ablation=m) for m in ('none', 'no_progressive')}
+  epochs = study_clocks.equal_time_epochs(built['none'],
+                                          built['no_progressive'], per_size)
+  saved = yaml.safe_load(
+      (equal / 'runs' / 'fashion_mnist' / 'none' / 'seed_0' /
+       'config.yaml').read_text())
+  assert saved['train']['epochs'] == pytest.approx(epochs)
+  copied = equal / 'runs' / 'fashion_mnist' / 'no_progressive' / 'seed_0'
+  assert (copied / 'metrics.json').read_text() == (
+      kept / 'metrics.json').read_text()
+  rows = study_report.read_csv(equal / 'results.csv')
+  normalized = {r['mode']: r['normalized_seconds'] for r in rows}
+  # Equal within one step of the largest size.
+  assert abs(normalized['none'] - normalized['no_progressive']) <= (
+      max(per_size.values()))
 
 
 def test_step_time_benchmark_runs_every_size(tiny_config):
