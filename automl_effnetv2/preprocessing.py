@@ -7,8 +7,9 @@ augment_spec, which also holds every augmentation setting):
   centre crop of size/(size+32) when size < 320, resize; output (x-128)/128.
 - `ft*` (fine-tuning): scale to [-1, 1], resize, flip, optional RandAugment /
   AutoAugment when the name contains it, cutout for 'ft' or '*cutout*'.
-- `effnetv1_*`: EfficientNet V1's legacy path (crop area [0.08, 1], bicubic
-  resize, ImageNet mean/std normalization).
+- `effnetv1_*`: EfficientNet V1's legacy path (crop area [0.08, 1], cut out
+  of JPEG bytes while decoding, bicubic resize, ImageNet mean/std
+  normalization).
 
 Inputs are decoded images of any channel count or JPEG/PNG bytes. One-channel
 images (Fashion-MNIST) are repeated to three channels first; upstream failed
@@ -48,34 +49,78 @@ def _augment_uint8(image, policy, augment, seed):
   return tf.cast(image, dtype)
 
 
-def random_crop(image, seed, area_range=(0.05, 1.0), min_object_covered=0.0,
-                aspect_ratio_range=(0.75, 1.33), max_attempts=100):
-  """A random crop, as tf.image.sample_distorted_bounding_box picks it."""
+def random_crop_window(shape, seed, area_range=(0.05, 1.0),
+                       min_object_covered=0.0, aspect_ratio_range=(0.75, 1.33),
+                       max_attempts=100):
+  """(offset_y, offset_x, height, width) of a random crop of an image of
+  `shape` ([H, W, C]), as tf.image.sample_distorted_bounding_box picks it."""
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      tf.shape(image), tf.zeros([1, 0, 4], tf.float32), seed=seed,
+      shape, tf.zeros([1, 0, 4], tf.float32), seed=seed,
       min_object_covered=min_object_covered,
       aspect_ratio_range=aspect_ratio_range, area_range=area_range,
       max_attempts=max_attempts, use_image_if_no_bounding_boxes=True)
-  return tf.slice(image, begin, size)
+  return begin[0], begin[1], size[0], size[1]
 
 
-def center_crop(image, image_size, legacy=False):
-  """Crops the centre square of side size/(size+32) * min(H, W).
+def random_crop(image, seed, **window_args):
+  """A random crop of a decoded image; see random_crop_window."""
+  y, x, height, width = random_crop_window(tf.shape(image), seed,
+                                           **window_args)
+  return tf.slice(image, [y, x, 0], [height, width, -1])
+
+
+def center_crop_window(height, width, image_size, legacy=False):
+  """(offset_y, offset_x, crop, crop) of the centre square of side
+  int(size / (size + 32) * min(H, W)).
 
   Upstream's two paths place it differently when H - crop is odd:
   preprocessing.py at (H - crop) // 2, the V1 path (`legacy`) at
-  (H - crop + 1) // 2.
+  (H - crop + 1) // 2. The side is floored at 1 px, which only matters
+  where upstream's empty crop fails.
   """
-  shape = tf.shape(image)
-  height, width = shape[0], shape[1]
   ratio = image_size / (image_size + 32)
   crop = tf.cast(ratio * tf.cast(tf.minimum(height, width), tf.float32),
                  tf.int32)
   crop = tf.maximum(crop, 1)
   round_up = 1 if legacy else 0
-  return tf.image.crop_to_bounding_box(image, (height - crop + round_up) // 2,
-                                       (width - crop + round_up) // 2, crop,
-                                       crop)
+  return ((height - crop + round_up) // 2, (width - crop + round_up) // 2,
+          crop, crop)
+
+
+def center_crop(image, image_size, legacy=False):
+  """The centre crop of a decoded image; see center_crop_window."""
+  shape = tf.shape(image)
+  return tf.image.crop_to_bounding_box(
+      image, *center_crop_window(shape[0], shape[1], image_size, legacy))
+
+
+def decode_window(image, window_fn):
+  """Cuts window_fn(H, W) -> (offset_y, offset_x, height, width) out of
+  `image` as uint8 RGB.
+
+  JPEG bytes are decoded only inside the window (decode_and_crop_jpeg), as
+  upstream's V1 path reads them. Decoding the whole JPEG and then slicing
+  is not the same: with subsampled chroma (4:2:0, ImageNet's usual
+  encoding) the chroma upsampling at the window's edges differs. Decoded
+  images and other bytes (PNG) are decoded whole, then sliced.
+  """
+  def from_pixels(pixels):
+    pixels = to_rgb(pixels)
+    shape = tf.shape(pixels)
+    y, x, height, width = window_fn(shape[0], shape[1])
+    return tf.slice(pixels, [y, x, 0], [height, width, 3])
+
+  if image.dtype != tf.string:
+    return from_pixels(image)
+
+  def from_jpeg():
+    shape = tf.image.extract_jpeg_shape(image)
+    window = tf.stack(window_fn(shape[0], shape[1]))
+    return tf.image.decode_and_crop_jpeg(image, window, channels=3)
+
+  out = tf.cond(tf.io.is_jpeg(image), from_jpeg, lambda: from_pixels(image))
+  out.set_shape([None, None, 3])
+  return out
 
 
 def legacy_resize(image, image_size):
@@ -127,30 +172,38 @@ def preprocess_for_finetune(image, image_size, is_training, seed, augment):
 
 
 def preprocess_legacy(image, image_size, is_training, seed, augment):
-  """EfficientNet V1's path, on decoded images; ImageNet-normalized output.
+  """EfficientNet V1's path; ImageNet-normalized output.
 
-  Crops, resize and normalization are upstream's preprocess_legacy.py;
-  it read them straight from JPEG bytes (decode_and_crop_jpeg), here the
-  image is decoded first and cropped, which gives the same pixels.
+  `image` is encoded bytes or a decoded image. Crops, resize and
+  normalization are upstream's preprocess_legacy.py, and JPEG bytes are
+  cropped while decoding as there (decode_window), so the pixels are
+  upstream's; upstream's path takes JPEG bytes only.
   """
   if is_training:
     crop_seed, flip_seed, aug_seed = autoaugment.split_seed(seed, 3)
-    cropped = random_crop(image, crop_seed, area_range=(0.08, 1.0),
-                          min_object_covered=0.1,
-                          aspect_ratio_range=(3. / 4., 4. / 3.),
-                          max_attempts=10)
-    # V1 falls back to the centre crop when sampling returned the full image.
-    unchanged = tf.reduce_all(tf.equal(tf.shape(cropped), tf.shape(image)))
-    image = tf.cond(unchanged,
-                    lambda: center_crop(image, image_size, legacy=True),
-                    lambda: cropped)
-    image = legacy_resize(image, image_size)
+
+    def window(height, width):
+      sampled = random_crop_window(
+          tf.stack([height, width, 3]), crop_seed, area_range=(0.08, 1.0),
+          min_object_covered=0.1, aspect_ratio_range=(3. / 4., 4. / 3.),
+          max_attempts=10)
+      # V1 falls back to the centre crop when sampling returned the full
+      # image. (Upstream compares [H, W, C] with the JPEG's own channel
+      # count, so a grayscale or CMYK JPEG never falls back there; here H
+      # and W decide, for every input.)
+      full = tf.logical_and(tf.equal(sampled[2], height),
+                            tf.equal(sampled[3], width))
+      centre = center_crop_window(height, width, image_size, legacy=True)
+      return tuple(tf.where(full, c, r) for c, r in zip(centre, sampled))
+
+    image = legacy_resize(decode_window(image, window), image_size)
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     for policy in augment.image_policies:
       image = _augment_uint8(image, policy, augment, aug_seed)
   else:
-    image = legacy_resize(center_crop(image, image_size, legacy=True),
-                          image_size)
+    image = legacy_resize(decode_window(
+        image, lambda height, width: center_crop_window(
+            height, width, image_size, legacy=True)), image_size)
   image = tf.cast(image, tf.float32)
   return (image - IMAGENET_MEAN_RGB) / IMAGENET_STDDEV_RGB
 
@@ -173,7 +226,8 @@ def preprocess_image(image, image_size, is_training, seed=None,
   """
   if is_training and seed is None:
     raise ValueError('training preprocessing needs a stateless seed')
-  image = to_rgb(image)
+  if augment.family != 'legacy':  # The V1 path decodes its crop itself.
+    image = to_rgb(image)
   if augment.family == 'legacy':
     out = preprocess_legacy(image, image_size, is_training, seed, augment)
   elif augment.family == 'finetune':

@@ -95,3 +95,111 @@ def test_training_needs_a_seed():
 def test_four_channel_images_are_refused():
   with pytest.raises(ValueError, match='1 or 3 channels'):
     preprocessing.to_rgb(tf.zeros([8, 8, 4], tf.uint8))
+
+
+# -- V1 path on JPEG bytes: the crop is cut out while decoding ----------------
+V1 = augment_spec.AugmentSpec(policy='effnetv1_autoaug')
+
+
+def _chroma_subsampled_jpeg(height, width):
+  """Noise encoded with 4:2:0 chroma, ImageNet's usual JPEG layout."""
+  rng = np.random.default_rng(height * 1000 + width)
+  image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+  return tf.io.encode_jpeg(tf.constant(image), chroma_downsampling=True)
+
+
+def _v1_eval_reference(jpeg, image_size):
+  """EfficientNet V1's eval sequence, written out from its description:
+  a square of side int(size / (size + 32) * min(H, W)) at offset
+  (H - side + 1) // 2 decoded with decode_and_crop_jpeg, TF1 bicubic
+  resize, ImageNet mean / std."""
+  height, width = tf.image.extract_jpeg_shape(jpeg).numpy()[:2]
+  side = int(image_size / (image_size + 32) * min(height, width))
+  window = [(height - side + 1) // 2, (width - side + 1) // 2, side, side]
+  image = tf.image.decode_and_crop_jpeg(jpeg, window, channels=3)
+  resized = tf.compat.v1.image.resize_bicubic(image[None],
+                                              [image_size, image_size])[0]
+  normalized = ((resized - preprocessing.IMAGENET_MEAN_RGB) /
+                preprocessing.IMAGENET_STDDEV_RGB)
+  return window, image.numpy(), normalized.numpy()
+
+
+@pytest.mark.parametrize('height,width', [(300, 200), (200, 300), (256, 256)])
+def test_v1_eval_decodes_only_the_crop_of_a_jpeg(height, width):
+  jpeg = _chroma_subsampled_jpeg(height, width)
+  window, cropped, expected = _v1_eval_reference(jpeg, 224)
+  # The test can fail: decoding whole and then cropping gives other pixels.
+  y, x, side, _ = window
+  whole = tf.io.decode_jpeg(jpeg, channels=3).numpy()
+  assert not np.array_equal(whole[y:y + side, x:x + side], cropped)
+  decoded_first = preprocessing.preprocess_image(
+      tf.constant(whole), 224, False, augment=V1).numpy()
+  assert not np.array_equal(decoded_first, expected)
+
+  got = preprocessing.preprocess_image(jpeg, 224, False, augment=V1).numpy()
+  np.testing.assert_array_equal(got, expected)
+
+
+def test_v1_training_decodes_only_the_crop_of_a_jpeg(monkeypatch):
+  jpeg = _chroma_subsampled_jpeg(300, 200)
+  windows = []
+  decode_and_crop = tf.image.decode_and_crop_jpeg
+
+  def spy(contents, crop_window, **kwargs):
+    windows.append(crop_window.numpy().tolist())
+    return decode_and_crop(contents, crop_window, **kwargs)
+
+  monkeypatch.setattr(tf.image, 'decode_and_crop_jpeg', spy)
+  # A seed whose window's edge falls where the two decodings differ.
+  seed = tf.constant([4, 2], tf.int64)
+  got = preprocessing.preprocess_image(jpeg, 64, True, seed=seed,
+                                       augment=V1).numpy()
+  assert len(windows) == 1
+  y, x, height, width = windows[0]
+  assert (height, width) != (300, 200)  # A random crop, not the fallback.
+  # A decoded image takes the same window for the same seed, so it gives
+  # the same output once its window holds the crop-decoded pixels.
+  whole = tf.io.decode_jpeg(jpeg, channels=3).numpy()
+  cropped = decode_and_crop(jpeg, windows[0], channels=3).numpy()
+  assert not np.array_equal(whole[y:y + height, x:x + width], cropped)
+  patched = whole.copy()
+  patched[y:y + height, x:x + width] = cropped
+  np.testing.assert_array_equal(got, preprocessing.preprocess_image(
+      tf.constant(patched), 64, True, seed=seed, augment=V1))
+  assert not np.array_equal(got, preprocessing.preprocess_image(
+      tf.constant(whole), 64, True, seed=seed, augment=V1))
+
+
+def test_v1_training_falls_back_to_the_centre_crop_of_a_jpeg(monkeypatch):
+  # No crop of a 4 x 64 image has both aspect ratio in [3/4, 4/3] and area
+  # in [0.08, 1], so sampling returns the whole image and V1 takes its
+  # centre crop: side int(224 / 256 * 4) = 3 at offsets (1, 31).
+  windows = []
+  decode_and_crop = tf.image.decode_and_crop_jpeg
+
+  def spy(contents, crop_window, **kwargs):
+    windows.append(crop_window.numpy().tolist())
+    return decode_and_crop(contents, crop_window, **kwargs)
+
+  monkeypatch.setattr(tf.image, 'decode_and_crop_jpeg', spy)
+  jpeg = _chroma_subsampled_jpeg(4, 64)
+  out = preprocessing.preprocess_image(jpeg, 224, True, seed=SEED,
+                                       augment=V1)
+  assert out.shape == (224, 224, 3)
+  assert windows == [[1, 31, 3, 3]]
+
+
+def test_v1_path_reads_png_bytes_and_runs_in_a_dataset():
+  image = np.repeat(_gray(40, 36), 3, axis=2)
+  png = tf.io.encode_png(tf.constant(image))
+  np.testing.assert_array_equal(
+      preprocessing.preprocess_image(png, 32, False, augment=V1),
+      preprocessing.preprocess_image(tf.constant(image), 32, False,
+                                     augment=V1))
+  jpeg = _chroma_subsampled_jpeg(40, 36)
+  dataset = tf.data.Dataset.from_tensors(jpeg).map(
+      lambda contents: preprocessing.preprocess_image(
+          contents, 32, True, seed=SEED, augment=V1))
+  [graph_out] = list(dataset)
+  np.testing.assert_array_equal(graph_out, preprocessing.preprocess_image(
+      jpeg, 32, True, seed=SEED, augment=V1))
