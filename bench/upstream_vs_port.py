@@ -1,0 +1,364 @@
+r"""Trains upstream's own main.py and this port on one recipe, in turns.
+
+  python bench/upstream_vs_port.py \
+      --automl ~/automl/efficientnetv2 --legacy_python ~/automl-venv/bin/python \
+      --tfds_data_dir ~/tensorflow_datasets --output_dir runs/upstream_vs_port \
+      --results docs/upstream_vs_port --epochs 2 --seeds 2
+
+`--automl` is a google/automl checkout that `patches/patchset.py upstream`
+has prepared, `--legacy_python` the interpreter of the environment from
+`patches/upstream-requirements.txt`, and `--tfds_data_dir` the folder that
+`patches/upstream_data.py` filled. Both sides train EfficientNetV2-B0 on
+Fashion-MNIST with the `fashion_mnist` recipe as upstream's config carries
+it: the recipe keys upstream has no config for (`data.translate_const`,
+`data.cutout_const`, `data.ra_ops`, `data.aug_fill`) are set back to
+upstream's behaviour on the port's side, so both run upstream's RandAugment
+(16 ops, translate 100 px, cutout 40 px, gray fill).
+
+Runs go seed-major, and within a seed and mode upstream first, then the
+port, so that drift of the machine's speed falls on both sides alike. Each
+run lands in <output_dir>/<side>/<mode>/seed_<k> with a `summary.json`; a
+run with one is skipped, so an interrupted comparison resumes by running the
+same command again (a half-finished run starts over). Upstream has no seed
+flag: its "seeds" are independent runs with its own random initialization.
+
+`--report_only` rebuilds `<results>.json` and `<results>.png` (train
+cross-entropy per log interval, mean over seeds, both sides) from the
+summaries.
+"""
+import argparse
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIDES = ('upstream', 'port')
+BATCH = 128
+TRAIN_IMAGES = 60000
+
+# The port's recipe values that upstream's config cannot hold, put back to
+# what upstream does (see the module docstring).
+UPSTREAM_AUGMENTATION = ('data.translate_const=None,data.cutout_const=None,'
+                         'data.ra_ops=None,data.aug_fill=None')
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(
+      description=__doc__.split('\n\n', 1)[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--automl', help="upstream's efficientnetv2/ folder, "
+                      'prepared by patches/patchset.py upstream')
+  parser.add_argument('--legacy_python',
+                      help="python of upstream's environment (TF 2.15)")
+  parser.add_argument('--tfds_data_dir',
+                      help='tfds folder with fashion_mnist for upstream')
+  parser.add_argument('--output_dir', default='runs/upstream_vs_port')
+  parser.add_argument('--results', default='docs/upstream_vs_port',
+                      help='writes <results>.json and <results>.png')
+  parser.add_argument('--epochs', type=int, default=2,
+                      help='whole epochs (upstream fails on fractions)')
+  parser.add_argument('--seeds', type=int, default=2)
+  parser.add_argument('--modes', default='none,no_progressive')
+  parser.add_argument('--report_only', action='store_true')
+  return parser.parse_args(argv)
+
+
+def check_args(args):
+  """One line naming the problem and the fix, or None."""
+  if args.epochs < 1 or args.seeds < 1:
+    return '--epochs and --seeds must be at least 1.'
+  if args.report_only:
+    return None
+  if not args.automl or not os.path.isfile(
+      os.path.join(args.automl, 'main.py')):
+    return ("--automl must be upstream's efficientnetv2/ folder (it holds "
+            'main.py), prepared with: python patches/patchset.py upstream '
+            'PATH')
+  with open(os.path.join(args.automl, 'datasets.py'), encoding='utf-8') as f:
+    if 'FashionMNISTInput' not in f.read():
+      return (f'{args.automl} has no Fashion-MNIST input: run python '
+              f'patches/patchset.py upstream {args.automl} first.')
+  if not args.legacy_python or not os.access(args.legacy_python, os.X_OK):
+    return ('--legacy_python must be the python of the environment from '
+            'patches/upstream-requirements.txt.')
+  if not args.tfds_data_dir or not os.path.isdir(
+      os.path.join(args.tfds_data_dir, 'fashion_mnist')):
+    return ('--tfds_data_dir must hold fashion_mnist: python '
+            'patches/upstream_data.py --tfds_data_dir DIR prepares it.')
+  return None
+
+
+def total_steps(epochs):
+  # Upstream's main.py: epochs * images // batch (the port agrees).
+  return epochs * TRAIN_IMAGES // BATCH
+
+
+def stage_ends(epochs, stages=3):
+  steps = total_steps(epochs)
+  return [int(steps * (k + 1) / stages) for k in range(stages)]
+
+
+def read_scalars(folder):
+  """{tag: [(step, wall_time, value)]} from the event files in a folder."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  scalars = {}
+  for path in sorted(glob.glob(os.path.join(folder, 'events.out.*'))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        number = (tf.make_ndarray(value.tensor)
+                  if value.HasField('tensor') else value.simple_value)
+        scalars.setdefault(value.tag, []).append(
+            (int(event.step), float(event.wall_time), float(number)))
+  return {tag: sorted(points) for tag, points in scalars.items()}
+
+
+def window_means(points, ends):
+  """Mean of per-step values over (previous end, end] for each end."""
+  means, start = [], 0
+  for end in ends:
+    values = [v for s, _, v in points if start < s <= end]
+    means.append(sum(values) / len(values) if values else None)
+    start = end
+  return means
+
+
+def steady_rates(rates, ends):
+  """Median images/s per stage, without each stage's first interval (it
+  includes building, tracing or restoring)."""
+  per_stage, start = [], 0
+  for end in ends:
+    inside = [r for s, r in rates if start < s <= end]
+    per_stage.append(statistics.median(inside[1:]) if len(inside) > 1
+                     else None)
+    start = end
+  return per_stage
+
+
+def sizes_by_stage(points, ends):
+  """The training image sizes logged within each stage."""
+  found, start = [], 0
+  for end in ends:
+    found.append(sorted({int(v) for s, v in points if start < s <= end}))
+    start = end
+  return found
+
+
+def run_logged(command, log_path, cwd, env=None):
+  start = time.time()
+  with open(log_path, 'a', encoding='utf-8') as log:
+    log.write(f'$ {" ".join(command)}\n')
+    log.flush()
+    code = subprocess.call(command, cwd=cwd, stdout=log,
+                           stderr=subprocess.STDOUT, env=env)
+  return code, time.time() - start
+
+
+def train_upstream(args, mode, folder):
+  hparams = f'train.epochs={args.epochs}'
+  common = [args.legacy_python, 'main.py', '--use_tpu=false',
+            '--dataset_cfg=fashion_mnist', f'--data_dir={args.tfds_data_dir}',
+            f'--model_dir={folder}', f'--hparam_str={hparams}']
+  log = os.path.join(folder, 'log.txt')
+  code, train_seconds = run_logged(
+      common + ['--mode=train', f'--ablation={mode}'], log, args.automl)
+  if code:
+    return None
+  code, eval_seconds = run_logged(common + ['--mode=eval'], log, args.automl)
+  if code:
+    return None
+  evals = read_scalars(os.path.join(folder, 'eval'))
+  scalars = read_scalars(folder)
+  # Upstream's per-step summaries carry the step before the update; here
+  # steps count updates done, as the port's do.
+  for tag in ('loss/xent', 'train/lr', 'model/resolution'):
+    scalars[tag] = [(s + 1, t, v) for s, t, v in scalars[tag]]
+  ends = stage_ends(args.epochs)
+  step_rates = [(s, v * BATCH) for s, _, v in scalars['global_step/sec']]
+  return {
+      'top1': evals['eval/acc_top1'][-1][2],
+      'eval_step': evals['eval/acc_top1'][-1][0],
+      'process_seconds': train_seconds,
+      'eval_process_seconds': eval_seconds,
+      'images_per_second_by_stage': steady_rates(step_rates, ends),
+      'xent': scalars['loss/xent'],
+      'lr': [(s, v) for s, _, v in scalars['train/lr']],
+      'sizes_by_stage': sizes_by_stage(
+          [(s, v) for s, _, v in scalars['model/resolution']], ends),
+  }
+
+
+def train_port(args, mode, seed, folder):
+  hparams = (f'train.epochs={args.epochs},runtime.seed={seed},'
+             f'{UPSTREAM_AUGMENTATION}')
+  command = [sys.executable, '-m', 'automl_effnetv2.main', '--mode=train',
+             '--dataset_cfg=fashion_mnist', f'--ablation={mode}',
+             f'--model_dir={folder}', f'--hparam_str={hparams}']
+  env = dict(os.environ, PYTHONPATH=REPO)
+  code, seconds = run_logged(command, os.path.join(folder, 'log.txt'), REPO,
+                             env)
+  if code:
+    return None
+  with open(os.path.join(folder, 'metrics.json'), encoding='utf-8') as f:
+    final = json.load(f)['final']
+  scalars = read_scalars(os.path.join(folder, 'train'))
+  ends = stage_ends(args.epochs)
+  rates = [(s, v) for s, _, v in scalars['train/images_per_second']]
+  return {
+      'top1': final['eval/acc_top1'],
+      'eval_step': final['global_step'],
+      'process_seconds': seconds,
+      'train_seconds': final['train_seconds'],
+      'images_per_second_by_stage': steady_rates(rates, ends),
+      # Means over each log interval already (64 steps or a stage's end).
+      'xent_windows': [(s, v) for s, _, v in scalars['train/xent']],
+      'lr': [(s, v) for s, _, v in scalars['train/learning_rate']],
+      'sizes_by_stage': sizes_by_stage(
+          [(s, v) for s, _, v in scalars['train/image_size']], ends),
+  }
+
+
+def run_all(args):
+  modes = args.modes.split(',')
+  for seed in range(args.seeds):
+    for mode in modes:
+      for side in SIDES:
+        folder = os.path.join(args.output_dir, side, mode, f'seed_{seed}')
+        summary_path = os.path.join(folder, 'summary.json')
+        name = f'{side}/{mode}/seed_{seed}'
+        if os.path.exists(summary_path):
+          print(f'{name}: done, skipped', flush=True)
+          continue
+        if os.path.isdir(folder):
+          subprocess.call(['rm', '-rf', folder])
+        os.makedirs(folder)
+        print(f'{name}: training in {folder}', flush=True)
+        summary = (train_upstream(args, mode, folder) if side == 'upstream'
+                   else train_port(args, mode, seed, folder))
+        if summary is None:
+          print(f'{name}: failed; its log is {folder}/log.txt', flush=True)
+          return 1
+        summary.update(side=side, mode=mode, seed=seed, epochs=args.epochs)
+        with open(summary_path, 'w', encoding='utf-8') as f:
+          json.dump(summary, f)
+        print(f"{name}: top-1 {100 * summary['top1']:.2f} % in "
+              f"{summary['process_seconds']:.0f} s", flush=True)
+  return 0
+
+
+def load_summaries(output_dir):
+  found = []
+  for path in sorted(glob.glob(os.path.join(output_dir, '*', '*', 'seed_*',
+                                            'summary.json'))):
+    with open(path, encoding='utf-8') as f:
+      found.append(json.load(f))
+  return found
+
+
+def xent_curve(summary, ends):
+  """Train cross-entropy per port log interval ending at `ends`."""
+  if 'xent_windows' in summary:
+    by_step = dict(summary['xent_windows'])
+    return [by_step.get(e) for e in ends]
+  points = [(s, 0.0, v) for s, v in
+            ((p[0], p[-1]) for p in summary['xent'])]
+  return window_means(points, ends)
+
+
+def report(args):
+  summaries = load_summaries(args.output_dir)
+  if not summaries:
+    print(f'no finished runs in {args.output_dir}: run without '
+          '--report_only first.')
+    return 2
+  ports = [s for s in summaries if s['side'] == 'port']
+  log_ends = [s for s, _ in ports[0]['xent_windows']] if ports else (
+      list(range(64, total_steps(args.epochs), 64)) +
+      [total_steps(args.epochs)])
+  cells = {}
+  for s in summaries:
+    cell = cells.setdefault(f"{s['mode']}/{s['side']}", {
+        'mode': s['mode'], 'side': s['side'], 'runs': []})
+    rates = s['images_per_second_by_stage']
+    curve = xent_curve(s, log_ends)
+    last = [v for v in curve[-(len(curve) // 3):] if v is not None]
+    cell['runs'].append({
+        'seed': s['seed'], 'top1': s['top1'], 'eval_step': s['eval_step'],
+        'process_seconds': s['process_seconds'],
+        'images_per_second_by_stage': rates,
+        'last_stage_xent': sum(last) / len(last),
+        'xent_curve': curve})
+  for cell in cells.values():
+    runs = cell['runs']
+    cell['top1_mean'] = statistics.mean(r['top1'] for r in runs)
+    cell['top1_range'] = [min(r['top1'] for r in runs),
+                          max(r['top1'] for r in runs)]
+    cell['process_seconds_mean'] = statistics.mean(
+        r['process_seconds'] for r in runs)
+    cell['images_per_second_by_stage_mean'] = [
+        statistics.mean(v) for v in zip(*(r['images_per_second_by_stage']
+                                          for r in runs))]
+    cell['last_stage_xent_mean'] = statistics.mean(
+        r['last_stage_xent'] for r in runs)
+  results = {'epochs': args.epochs, 'log_steps': log_ends, 'cells': cells}
+  os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
+  with open(args.results + '.json', 'w', encoding='utf-8') as f:
+    json.dump(results, f, indent=1)
+  plot(results, args.results + '.png')
+  for name, cell in sorted(cells.items()):
+    rates = ', '.join(f'{r:.0f}' for r in
+                      cell['images_per_second_by_stage_mean'])
+    tops = ', '.join(f"{100 * r['top1']:.2f}" for r in cell['runs'])
+    print(f"{name:28s} top-1 {tops} (mean {100 * cell['top1_mean']:.2f} %); "
+          f"images/s by stage {rates}; last-third train xent "
+          f"{cell['last_stage_xent_mean']:.4f}; "
+          f"{cell['process_seconds_mean']:.0f} s per run")
+  print(f'wrote {args.results}.json and {args.results}.png')
+  return 0
+
+
+def plot(results, path):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  modes = sorted({c['mode'] for c in results['cells'].values()})
+  fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4),
+                           sharey=True, squeeze=False)
+  steps = results['log_steps']
+  for axis, mode in zip(axes[0], modes):
+    for side, color in (('upstream', 'tab:orange'), ('port', 'tab:blue')):
+      cell = results['cells'].get(f'{mode}/{side}')
+      if not cell:
+        continue
+      for run in cell['runs']:
+        axis.plot(steps, run['xent_curve'], color=color, lw=0.6, alpha=0.5)
+      mean = [statistics.mean(v) for v in zip(*(r['xent_curve']
+                                                for r in cell['runs']))]
+      axis.plot(steps, mean, color=color, lw=1.6,
+                label=f"{side}: top-1 {100 * cell['top1_mean']:.2f} %")
+    axis.set_title(f'--ablation={mode}')
+    axis.set_xlabel('step')
+    axis.legend()
+  axes[0][0].set_ylabel('train cross-entropy (mean per log interval)')
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  problem = check_args(args)
+  if problem:
+    print(problem, file=sys.stderr)
+    return 2
+  if not args.report_only:
+    code = run_all(args)
+    if code:
+      return code
+  return report(args)
+
+
+if __name__ == '__main__':
+  sys.exit(main())
