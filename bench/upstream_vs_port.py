@@ -19,7 +19,8 @@ Runs go seed-major, and within a seed and mode upstream first, then the
 port, so that drift of the machine's speed falls on both sides alike. Each
 run lands in <output_dir>/<side>/<mode>/seed_<k> with a `summary.json`; a
 run with one is skipped, so an interrupted comparison resumes by running the
-same command again (a half-finished run starts over). Upstream has no seed
+same command again: a run whose training did not finish starts over, one
+whose training finished (`phases.json`) goes on with its evaluation. Upstream has no seed
 flag: its "seeds" are independent runs with its own random initialization.
 
 `--report_only` rebuilds `<results>.json` and `<results>.png` (train
@@ -30,6 +31,7 @@ import argparse
 import glob
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -111,6 +113,9 @@ def read_scalars(folder):
       for value in event.summary.value:
         number = (tf.make_ndarray(value.tensor)
                   if value.HasField('tensor') else value.simple_value)
+        if getattr(number, 'dtype', None) is not None and (
+            number.dtype.kind not in 'fiub' or number.size != 1):
+          continue  # Not a number: upstream's eval logs its checkpoint path.
         scalars.setdefault(value.tag, []).append(
             (int(event.step), float(event.wall_time), float(number)))
   return {tag: sorted(points) for tag, points in scalars.items()}
@@ -147,6 +152,25 @@ def sizes_by_stage(points, ends):
   return found
 
 
+def run_phase(name, command, folder, cwd, env=None):
+  """Runs one phase (train or eval) of a run unless phases.json records it
+  done; returns (exit code, its seconds)."""
+  path = os.path.join(folder, 'phases.json')
+  done = {}
+  if os.path.exists(path):
+    with open(path, encoding='utf-8') as f:
+      done = json.load(f)
+  if name in done:
+    return 0, done[name]
+  code, seconds = run_logged(command, os.path.join(folder, 'log.txt'), cwd,
+                             env)
+  if code == 0:
+    done[name] = seconds
+    with open(path, 'w', encoding='utf-8') as f:
+      json.dump(done, f)
+  return code, seconds
+
+
 def run_logged(command, log_path, cwd, env=None):
   start = time.time()
   with open(log_path, 'a', encoding='utf-8') as log:
@@ -162,12 +186,13 @@ def train_upstream(args, mode, folder):
   common = [args.legacy_python, 'main.py', '--use_tpu=false',
             '--dataset_cfg=fashion_mnist', f'--data_dir={args.tfds_data_dir}',
             f'--model_dir={folder}', f'--hparam_str={hparams}']
-  log = os.path.join(folder, 'log.txt')
-  code, train_seconds = run_logged(
-      common + ['--mode=train', f'--ablation={mode}'], log, args.automl)
+  code, train_seconds = run_phase(
+      'train', common + ['--mode=train', f'--ablation={mode}'], folder,
+      args.automl)
   if code:
     return None
-  code, eval_seconds = run_logged(common + ['--mode=eval'], log, args.automl)
+  code, eval_seconds = run_phase('eval', common + ['--mode=eval'], folder,
+                                 args.automl)
   if code:
     return None
   evals = read_scalars(os.path.join(folder, 'eval'))
@@ -198,8 +223,7 @@ def train_port(args, mode, seed, folder):
              '--dataset_cfg=fashion_mnist', f'--ablation={mode}',
              f'--model_dir={folder}', f'--hparam_str={hparams}']
   env = dict(os.environ, PYTHONPATH=REPO)
-  code, seconds = run_logged(command, os.path.join(folder, 'log.txt'), REPO,
-                             env)
+  code, seconds = run_phase('train', command, folder, REPO, env)
   if code:
     return None
   with open(os.path.join(folder, 'metrics.json'), encoding='utf-8') as f:
@@ -232,9 +256,10 @@ def run_all(args):
         if os.path.exists(summary_path):
           print(f'{name}: done, skipped', flush=True)
           continue
-        if os.path.isdir(folder):
-          subprocess.call(['rm', '-rf', folder])
-        os.makedirs(folder)
+        if os.path.isdir(folder) and not os.path.exists(
+            os.path.join(folder, 'phases.json')):
+          shutil.rmtree(folder)  # Training did not finish: start over.
+        os.makedirs(folder, exist_ok=True)
         print(f'{name}: training in {folder}', flush=True)
         summary = (train_upstream(args, mode, folder) if side == 'upstream'
                    else train_port(args, mode, seed, folder))
