@@ -44,6 +44,7 @@ from absl import flags
 from automl_effnetv2 import progressive
 from automl_effnetv2 import run_dir
 from automl_effnetv2 import study_clocks
+from automl_effnetv2 import study_answers
 from automl_effnetv2 import study_report
 
 FLAGS = flags.FLAGS
@@ -88,6 +89,13 @@ def define_flags():
                     'copied from it, not trained again.')
   flags.DEFINE_bool('report_only', False, 'Rebuild the report from '
                     'results_dir and stop.')
+  flags.DEFINE_list('combine', [], 'With --report_only: results folders of '
+                    'other studies, whose reports are rebuilt too and whose '
+                    'answers join this one\'s in one table (--answers_to).')
+  flags.DEFINE_string('answers_to', None, 'With --report_only: a markdown '
+                      'file whose block between "<!-- begin: answers -->" and '
+                      '"<!-- end: answers -->" becomes the table of every '
+                      'study\'s progressive-learning answer.')
   flags.DEFINE_bool('commit_results', False, 'git-commit results_dir after '
                     'each finished run (results_dir inside a git repository).')
 
@@ -289,6 +297,25 @@ def _step_times(results_dir, cells, build, env) -> Optional[Dict]:
   return study_report.read_json(path) or None
 
 
+def _report_answers(results_dir):
+  """--combine and --answers_to: the other studies' reports, then the
+  table of all their answers in the markdown file."""
+  for folder in FLAGS.combine:
+    if os.path.exists(os.path.join(folder, study_report.PLAN)):
+      study_report.write_report(folder)
+    else:
+      print(f'{folder}: no study yet ({study_report.PLAN} is missing); its '
+            'row says so')
+  if FLAGS.answers_to:
+    try:
+      lines = study_answers.write_answers(FLAGS.answers_to,
+                                          [results_dir] + FLAGS.combine)
+    except (OSError, ValueError) as e:
+      _usage_error(str(e))
+    print('\n'.join(lines))
+    print(f'wrote the answers table into {FLAGS.answers_to}')
+
+
 def main(argv):
   del argv
   from automl_effnetv2 import run_config  # pylint: disable=g-import-not-at-top
@@ -301,7 +328,11 @@ def main(argv):
     if not os.path.exists(os.path.join(results_dir, study_report.PLAN)):
       _usage_error(f'{results_dir} holds no study ({study_report.PLAN} is '
                    'missing); pass the --results_dir of a study')
+    if FLAGS.answers_to and not os.path.isfile(FLAGS.answers_to):
+      _usage_error(f'--answers_to={FLAGS.answers_to} is not a file; pass '
+                   'the markdown file that holds the answers block')
     print('\n'.join(study_report.write_report(results_dir)))
+    _report_answers(results_dir)
     return
   if not FLAGS.output_dir:
     _usage_error('--output_dir is required (run folders go there)')

@@ -13,6 +13,7 @@ import yaml
 from automl_effnetv2 import ablation
 from automl_effnetv2 import progressive
 from automl_effnetv2 import run_config
+from automl_effnetv2 import study_answers
 from automl_effnetv2 import study_clocks
 from automl_effnetv2 import study_report
 from automl_effnetv2 import study_stats
@@ -415,6 +416,90 @@ def test_a_row_of_a_partial_grid_uses_one_set_of_seeds(tmp_path):
   # Asked alone, the two modes still pair over both of their seeds.
   assert study_report.top1_difference(
       rows, 'fashion_mnist', 'none', 'no_progressive')[0] == pytest.approx(-1.0)
+
+
+def _answer_rows(lines):
+  """{first cell: [the other cells]} of the answers table's body rows."""
+  rows = [line.strip('| ').split(' | ') for line in lines
+          if line.startswith('| ') and not line.startswith('| study |')]
+  return {row[0]: row[1:] for row in rows}
+
+
+def test_answers_of_several_studies_in_one_block(tmp_path):
+  equal_epochs, equal_time = tmp_path / 'epochs', tmp_path / 'time'
+  equal_epochs.mkdir()
+  equal_time.mkdir()
+  _fake_study(equal_epochs, FAKE_CURVES)
+  # The same runs, as if the runner had stretched none to equal time.
+  _fake_study(equal_time, FAKE_CURVES)
+  plan = json.loads((equal_time / study_report.PLAN).read_text())
+  plan['command'] = 'python -m automl_effnetv2.ablation --equal_time_to=x'
+  (equal_time / study_report.PLAN).write_text(json.dumps(plan))
+  document = tmp_path / 'study.md'
+  document.write_text('# Title\n\nbefore\n' + study_answers.BEGIN +
+                      '\nold table\n' + study_answers.END + '\nafter\n')
+  missing = str(tmp_path / 'not_yet')
+  lines = study_answers.write_answers(
+      str(document), [str(equal_epochs), str(equal_time), missing])
+
+  text = document.read_text()
+  assert text.startswith('# Title\n\nbefore\n' + study_answers.BEGIN)
+  assert text.endswith(study_answers.END + '\nafter\n')
+  assert 'old table' not in text and '\n'.join(lines) in text
+  rows = _answer_rows(lines)
+  comparison = study_report.compare_to_baseline(
+      study_report.read_csv(equal_epochs / 'results.csv'),
+      study_report.read_csv(equal_epochs / 'curves.csv'), 'fashion_mnist',
+      ['no_progressive', 'none'])['none']
+  epochs_row = rows[f'equal epochs: 2 (`{equal_epochs}`)']
+  # config, seeds, top-1 difference, 3 time ratios, 3 speedups to target.
+  assert len(epochs_row) == 9
+  assert epochs_row[:3] == ['fashion_mnist', '2 of 2',
+                            '-1.00 ' + study_report._interval(  # pylint: disable=protected-access
+                                comparison['top1_diff_ci'])]
+  assert epochs_row[3].startswith('2.00x [')  # 200 s against 100 s.
+  assert epochs_row[6].startswith(f"{comparison['target_measured']:.2f}x [")
+  for column, clock in ((4, 'normalized'), (5, 'multiply-adds')):
+    assert epochs_row[column].startswith(
+        f"{comparison[f'epochs_{clock}']:.2f}x [")
+  time_row = rows[f'equal normalized time: 2 against 2 epochs (`{equal_time}`)']
+  assert time_row[3:] == epochs_row[3:]
+  assert rows[f'not started (`{missing}`)'] == ['–'] * 9
+
+
+def test_answers_need_the_block_in_the_document(tmp_path):
+  _fake_study(tmp_path, FAKE_CURVES)
+  document = tmp_path / 'study.md'
+  document.write_text('no block here\n')
+  with pytest.raises(ValueError, match='has no answers block'):
+    study_answers.write_answers(str(document), [str(tmp_path)])
+  assert document.read_text() == 'no block here\n'
+
+
+def test_report_only_writes_the_answers_into_the_document(tmp_path):
+  study = tmp_path / 'study'
+  study.mkdir()
+  _fake_study(study, FAKE_CURVES)
+  document = tmp_path / 'answers.md'
+  document.write_text(f'{study_answers.BEGIN}\n{study_answers.END}\n')
+  base = [sys.executable, '-m', 'automl_effnetv2.ablation', '--report_only',
+          f'--results_dir={study}']
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
+  done = subprocess.run(
+      base + [f'--combine={tmp_path / "later"}', f'--answers_to={document}'],
+      env=env, cwd=REPO, capture_output=True, text=True, check=True)
+  assert f'wrote the answers table into {document}' in done.stdout
+  rows = _answer_rows(document.read_text().splitlines())
+  assert rows[f'equal epochs: 2 (`{study}`)'][:2] == ['fashion_mnist',
+                                                       '2 of 2']
+  assert f'not started (`{tmp_path / "later"}`)' in rows
+  # A document that is not there: one line, nothing written.
+  missing = subprocess.run(base + [f'--answers_to={tmp_path / "none.md"}'],
+                           env=env, cwd=REPO, capture_output=True, text=True)
+  assert missing.returncode != 0
+  assert 'is not a file' in missing.stderr
+  assert 'Traceback' not in missing.stderr
+  assert not (tmp_path / 'none.md').exists()
 
 
 def _git(repo, *args):
