@@ -152,9 +152,8 @@ _CUT_KEYS = ('train.stages', 'data.ibase')
 def effective_schedule(config) -> Tuple[Tuple, ...]:
   """The stages after the ablation, neighbours with equal settings merged:
   (last step, size, magnitude, mixup, cutmix, dropout) per merged stage."""
-  stages = study_clocks.run_stages(config, study_clocks.run_total_steps(config))
   merged = []
-  for stage in stages:
+  for stage in progressive.run_plan(config).stages:
     settings = (stage.image_size, stage.ram, stage.mixup_alpha,
                 stage.cutmix_alpha, stage.dropout_rate)
     if merged and merged[-1][1:] == settings:

@@ -156,8 +156,8 @@ def _size_problems(config) -> List[str]:
   num_images = split.get('num_images') if split else None
   if not num_images:
     return problems
-  total = progressive.train_steps(train.epochs, num_images, train.batch_size,
-                                  train.min_steps or 0)
+  plan = progressive.run_plan(config)
+  total = plan.total_steps
   if total < 1:
     problems.append(
         f'train.epochs={train.epochs} with train.min_steps='
@@ -170,9 +170,7 @@ def _size_problems(config) -> List[str]:
     problems.append(f'eval.isize={eval_isize} is below the model\'s minimum '
                     f'image size: expected >= {MIN_IMAGE_SIZE}')
     return problems
-  train_size = progressive.train_image_size(train.isize, eval_isize)
-  sizes = [s.image_size for s in progressive.stage_schedule(
-      config, total, train_size)]
+  sizes = [s.image_size for s in plan.stages]
   if min(sizes) < MIN_IMAGE_SIZE:
     problems.append(
         f'train.isize={train.isize} with eval.isize={eval_isize} and '

@@ -533,29 +533,30 @@ def get_dataset_class(ds_name: str):
   return registry.lookup('dataset', ds_name, dataset_classes(), DatasetError)
 
 
-def build_dataset_input(is_training, image_size, image_dtype, data_dir, split,
-                        data_config, seed=0, augment=None):
-  """An Input for `data_config.ds_name` with `augment` (default: the
-  config's augmentation)."""
-  ds_cls = get_dataset_class(data_config.ds_name)
-  if augment is None:
-    augment = augment_spec.AugmentSpec.from_config(data_config)
-  split_info = data_config.splits.get(
+def build_dataset_input(is_training, settings, config, split=None,
+                        image_dtype=None, data_dir=None):
+  """An Input for run `config`'s dataset (its `data` section, the run seed)
+  with `settings` (a progressive.StageSettings: image size, augmentation,
+  and mixing when training); `data_dir` (--data_dir) wins over the
+  config's."""
+  data = config.data
+  ds_cls = get_dataset_class(data.ds_name)
+  split_info = data.splits.get(
       split or ('train' if is_training else 'eval')) or {}
   return ds_cls(
       is_training=is_training,
-      image_size=image_size,
+      image_size=settings.image_size,
       image_dtype=image_dtype,
-      data_dir=data_dir or data_config.data_dir,
+      data_dir=data_dir or data.data_dir,
       split=split,
-      cache=data_config.cache,
-      augment=augment,
-      mixup_alpha=data_config.mixup_alpha,
-      cutmix_alpha=data_config.cutmix_alpha,
-      seed=seed,
-      tfds_data_dir=data_config.get('tfds_data_dir'),
-      parallel_calls=data_config.get('parallel_calls'),
-      shuffle_size_k=data_config.get('shuffle_size_k'),
+      cache=data.cache,
+      augment=settings.augment,
+      mixup_alpha=settings.mixup_alpha,
+      cutmix_alpha=settings.cutmix_alpha,
+      seed=config.runtime.seed,
+      tfds_data_dir=data.get('tfds_data_dir'),
+      parallel_calls=data.get('parallel_calls'),
+      shuffle_size_k=data.get('shuffle_size_k'),
       num_images=split_info.get('num_images'))
 
 

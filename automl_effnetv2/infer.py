@@ -28,6 +28,8 @@ from automl_effnetv2 import cli
 from automl_effnetv2 import export
 from automl_effnetv2 import hparams
 from automl_effnetv2 import labels
+from automl_effnetv2 import run_dir
+from automl_effnetv2 import train_errors
 from automl_effnetv2 import train_lib
 from automl_effnetv2 import utils
 
@@ -69,15 +71,15 @@ class Predictor:
 
 
 def from_model_dir(model_dir: str) -> Predictor:
-  config_path = os.path.join(model_dir, train_lib.CONFIG_FILE)
+  config_path = os.path.join(model_dir, run_dir.CONFIG_FILE)
   if not os.path.isfile(config_path):
     raise InferenceError(f'{model_dir} is not a training run (no '
-                         f'{train_lib.CONFIG_FILE})')
+                         f'{run_dir.CONFIG_FILE})')
   if not tf.train.latest_checkpoint(model_dir):
     raise InferenceError(f'no checkpoint in {model_dir}; train first')
   config = hparams.Config(hparams.load_yaml(config_path))
   trainer = train_lib.Trainer(config, model_dir)
-  trainer.restore()
+  trainer.checkpoints.restore()
   model = export.inference_model(trainer)
   serve = export.serving_function(model, trainer.eval_size, trainer.augment)
   return Predictor(lambda images: serve(images)['probabilities'].numpy()[0],
@@ -142,7 +144,7 @@ def main(argv):
   try:
     predictor = (from_model_dir(FLAGS.model_dir) if FLAGS.model_dir else
                  from_saved_model(FLAGS.saved_model))
-  except (InferenceError, train_lib.TrainingError) as e:
+  except (InferenceError, train_errors.TrainingError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
   if predictor.note:

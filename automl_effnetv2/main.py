@@ -34,7 +34,10 @@ from automl_effnetv2 import export
 from automl_effnetv2 import hparams
 from automl_effnetv2 import local_data
 from automl_effnetv2 import progressive
+from automl_effnetv2 import reporting
+from automl_effnetv2 import resume
 from automl_effnetv2 import run_dir
+from automl_effnetv2 import train_errors
 from automl_effnetv2 import train_lib
 from automl_effnetv2.run_config import build_config  # pylint: disable=unused-import
 
@@ -111,18 +114,9 @@ def run(mode: str, config: hparams.Config, model_dir: str,
     return _evaluate(trainer)
   if mode == 'export':
     return _export(trainer)
-  trainer.check_inputs()
-  if config.train.ft_init_ckpt and not trainer.run_dir.checkpoints():
-    # Refuses weights that do not fit before anything is written.
-    trainer.restore()
-  trainer.run_dir.create()
-  with trainer.run_dir.owned():
-    result = trainer.train(eval_every_stage=(mode == 'traineval'),
-                           resume_from=resume_from)
-    if mode == 'train':
-      result.update(trainer.evaluate_and_record())
-    trainer.export_weights()
-  return result
+  return resume.train_in_folder(
+      trainer, eval_every_stage=(mode == 'traineval'),
+      resume_from=resume_from, final_eval=(mode == 'train'), export=True)
 
 
 def _trained_folder(trainer, purpose: str):
@@ -131,7 +125,7 @@ def _trained_folder(trainer, purpose: str):
   folder = trainer.run_dir
   folder.check_is_folder()
   if not folder.checkpoints():
-    raise train_lib.TrainingError(
+    raise train_errors.TrainingError(
         f'no checkpoint in {folder.path} to {purpose}; train first '
         '(--mode=train)')
   # Evaluating and exporting change no checkpoint: a folder without its
@@ -145,8 +139,8 @@ def _evaluate(trainer):
   folder = _trained_folder(trainer, 'evaluate')
   trainer.check_inputs(is_training=False)
   with folder.owned_if_free() as owned:
-    trainer.restore()
-    metrics = trainer.evaluate_and_record(record=owned)
+    trainer.checkpoints.restore()
+    metrics = reporting.evaluate_restored(trainer, record=owned)
   if not owned:
     print(f'{folder.path} is in use by {folder.holder()}: the result above '
           'is printed only, metrics.json is left to that run', flush=True)
@@ -158,7 +152,7 @@ def _export(trainer):
   weights, written to model_dir/export under the folder's lock."""
   folder = _trained_folder(trainer, 'export')
   with folder.owned():
-    trainer.restore()
+    trainer.checkpoints.restore()
     return export.export_run(trainer)
 
 
@@ -214,10 +208,10 @@ def main(argv):
     result = run(FLAGS.mode, config, model_dir, FLAGS.data_dir,
                  archive_ckpt=FLAGS.archive_ckpt, eval_name=FLAGS.eval_name,
                  resume_from=FLAGS.resume_from)
-  except train_lib.Diverged as e:
+  except train_errors.Diverged as e:
     command = rerun_command(e.changes, e.resume_from)
     _fail(f'{e}; to go on, run: {command}' if command else str(e))
-  except (train_lib.TrainingError, run_dir.RunDirError, datasets.DatasetError,
+  except (train_errors.TrainingError, run_dir.RunDirError, datasets.DatasetError,
           local_data.DataFilesError) as e:
     _fail(str(e))
   except OSError as e:  # A write outside the run folder's own checks.

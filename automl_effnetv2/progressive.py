@@ -9,25 +9,55 @@ and when `train.sched` is on:
 Upstream also computes linspace(0, dropout_rate, N) but never assigns it, so
 dropout stays fixed; `train.sched_dropout=True` applies it as the paper says.
 With stages = 0 there is a single stage at the full training size.
+
+`run_plan` turns a config into the one `RunPlan` that the trainer, the config
+checks and the study tools all read.
 """
 import dataclasses
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
+from automl_effnetv2 import augment_spec
 from automl_effnetv2 import registry
 
 
 @dataclasses.dataclass(frozen=True)
-class Stage:
-  """What one stage trains with."""
+class StageSettings:
+  """What a pipeline and the model use: the image size, the per-image
+  augmentation (RandAugment at its magnitude), the mixing of a training
+  batch and the model's dropout (None: the model's own)."""
+  image_size: int
+  augment: augment_spec.AugmentSpec = augment_spec.NO_AUGMENTATION
+  mixup_alpha: float = 0.0
+  cutmix_alpha: float = 0.0
+  dropout_rate: Optional[float] = None
+
+  @property
+  def ram(self) -> float:
+    """The RandAugment magnitude."""
+    return self.augment.magnitude
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Stage(StageSettings):
+  """One stage of a run: its settings and where it ends."""
   index: int
   max_steps: int  # The stage ends when the global step reaches this.
-  image_size: int
-  ram: float
-  mixup_alpha: float
-  cutmix_alpha: float
-  dropout_rate: Optional[float]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+  """How a run trains, from its config alone: its length, image sizes and
+  stages (its ablation applied)."""
+  total_steps: int
+  steps_per_epoch: float  # Fractional, as the learning-rate schedule's.
+  train_size: int  # The full training size, the last stage's.
+  eval_size: int
+  stages: Tuple[Stage, ...]
+
+  def stage_at_step(self, step: int) -> Optional[Stage]:
+    return stage_at_step(self.stages, step)
 
 
 def train_steps(epochs: float, num_train_images: int, batch_size: int,
@@ -49,9 +79,12 @@ def stage_schedule(config, total_steps: int, train_size: int) -> List[Stage]:
   """The stages of a run, from its config (train, data and model sections)."""
   num_stages = int(config.train.stages or 0)
   data, model = config.data, config.model
+  augment = augment_spec.AugmentSpec.from_config(data)
   if num_stages <= 0:
-    return [Stage(0, total_steps, train_size, data.ram, data.mixup_alpha,
-                  data.cutmix_alpha, model.dropout_rate)]
+    return [Stage(index=0, max_steps=total_steps, image_size=train_size,
+                  augment=augment, mixup_alpha=data.mixup_alpha,
+                  cutmix_alpha=data.cutmix_alpha,
+                  dropout_rate=model.dropout_rate)]
   ibase = data.ibase or train_size / 2
   if config.train.sched:
     rams = np.linspace(5, data.ram, num_stages)
@@ -73,11 +106,29 @@ def stage_schedule(config, total_steps: int, train_size: int) -> List[Stage]:
         index=i,
         max_steps=int(ratio * total_steps),
         image_size=int(ibase + (train_size - ibase) * ratio),
-        ram=float(rams[i]),
+        augment=augment.at_magnitude(float(rams[i])),
         mixup_alpha=float(mixups[i] or 0),
         cutmix_alpha=float(cutmixes[i] or 0),
         dropout_rate=None if dropouts[i] is None else float(dropouts[i])))
   return stages
+
+
+def run_plan(config, total_steps: Optional[int] = None) -> RunPlan:
+  """The plan of the run `config` describes; `total_steps` stretches its
+  stages over another length (the study's equal-time runs)."""
+  train = config.train
+  num_images = config.data.splits[train.split or 'train'].num_images
+  if total_steps is None:
+    total_steps = train_steps(train.epochs, num_images, train.batch_size,
+                              train.min_steps or 0)
+  train_size = train_image_size(train.isize, config.eval.isize)
+  stages = stage_schedule(config, total_steps, train_size)
+  stages = apply_ablation(stages, train.ablation)
+  return RunPlan(total_steps=total_steps,
+                 steps_per_epoch=num_images / train.batch_size,
+                 train_size=train_size,
+                 eval_size=int(config.eval.isize or train_size),
+                 stages=tuple(stages))
 
 
 def eval_steps(every_steps: int, every_epochs: float, num_train_images: int,
@@ -109,7 +160,7 @@ def eval_steps(every_steps: int, every_epochs: float, num_train_images: int,
   return list(points)
 
 
-def stage_at_step(stages: List[Stage], step: int) -> Optional[Stage]:
+def stage_at_step(stages, step: int) -> Optional[Stage]:
   """The stage that trains step `step` (the first not yet finished), or None
   when training is complete."""
   for stage in stages:
@@ -127,7 +178,7 @@ def check_ablation(mode: str) -> str:
   return registry.check_name('ablation', mode, ABLATIONS)
 
 
-def apply_ablation(stages: List[Stage], mode: str) -> List[Stage]:
+def apply_ablation(stages, mode: str) -> List[Stage]:
   """Switches off the named knob(s); stage boundaries (steps) never change.
 
   fixed_image_size: every stage trains at the last stage's (full) size.
@@ -144,7 +195,7 @@ def apply_ablation(stages: List[Stage], mode: str) -> List[Stage]:
       stage = dataclasses.replace(stage, image_size=last.image_size)
     if mode in ('fixed_regularization', 'no_progressive'):
       stage = dataclasses.replace(
-          stage, ram=last.ram, mixup_alpha=last.mixup_alpha,
+          stage, augment=last.augment, mixup_alpha=last.mixup_alpha,
           cutmix_alpha=last.cutmix_alpha, dropout_rate=last.dropout_rate)
     out.append(stage)
   return out

@@ -38,20 +38,20 @@ def measure(config, sizes: Sequence[int], steps: int = 20, rounds: int = 3,
   from automl_effnetv2 import train_lib  # pylint: disable=g-import-not-at-top
   trainer = train_lib.Trainer(config, tempfile.mkdtemp(prefix='step_times_'),
                               data_dir=data_dir)
-  last = trainer.stages[-1]
+  last = trainer.plan.stages[-1]
   iterators = {}
   for size in sizes:
     stage = dataclasses.replace(last, image_size=int(size))
     iterators[size] = trainer.stage_iterator(stage, 0)
     for _ in range(warmup_calls):
       trainer.run_steps(iterators[size], steps)
-      float(trainer.loss_sum.result())  # Waits for the steps to finish.
+      float(trainer.steps.loss_sum.result())  # Waits for the steps.
   samples = {size: [] for size in sizes}
   for _ in range(rounds):
     for size in sizes:
       started = time.perf_counter()
       trainer.run_steps(iterators[size], steps)
-      float(trainer.loss_sum.result())
+      float(trainer.steps.loss_sum.result())
       samples[size].append((time.perf_counter() - started) / steps)
   return {
       'seconds_per_step': {str(s): statistics.median(v)

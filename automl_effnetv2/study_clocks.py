@@ -22,14 +22,6 @@ STEP_TIMES = 'step_times.json'
 MULTIPLY_ADDS = 'multiply_adds.json'
 
 
-def run_stages(config, total_steps: int) -> List[progressive.Stage]:
-  """The stages a run trains, its ablation applied."""
-  size = progressive.train_image_size(config.train.isize, config.eval.isize)
-  return progressive.apply_ablation(
-      progressive.stage_schedule(config, total_steps, size),
-      config.train.ablation)
-
-
 def steps_per_size(stages, step: int) -> Dict[int, int]:
   """Steps 0..step of a run, counted per image size."""
   counts, start = {}, 0
@@ -66,13 +58,6 @@ def multiply_adds(stages, step: int, per_image: Dict[str, float],
                                     'multiply-add count')
 
 
-def run_total_steps(config) -> int:
-  train = config.train
-  num_images = config.data.splits[train.split or 'train'].num_images
-  return progressive.train_steps(train.epochs, num_images, train.batch_size,
-                                 train.min_steps)
-
-
 # -- equal normalized time ------------------------------------------------------
 def equal_time_steps(config, target_seconds: float,
                      seconds_per_step: Dict[str, float]) -> int:
@@ -85,8 +70,8 @@ def equal_time_steps(config, target_seconds: float,
   bisection finds the crossing.
   """
   def seconds(steps):
-    return normalized_seconds(run_stages(config, steps), steps,
-                              seconds_per_step)
+    return normalized_seconds(progressive.run_plan(config, steps).stages,
+                              steps, seconds_per_step)
 
   if target_seconds <= 0:
     raise ValueError(f'target time must be positive, got {target_seconds}')
@@ -122,8 +107,8 @@ def equal_time_epochs(config, reference, seconds_per_step) -> float:
   """Epochs for `config` so that its normalized training time equals that
   of `reference` (another assembled config, e.g. the same recipe without
   progressive learning) at its own length."""
-  target = normalized_seconds(run_stages(reference, run_total_steps(reference)),
-                              run_total_steps(reference), seconds_per_step)
+  plan = progressive.run_plan(reference)
+  target = normalized_seconds(plan.stages, plan.total_steps, seconds_per_step)
   steps = equal_time_steps(config, target, seconds_per_step)
   train = config.train
   if train.min_steps and train.min_steps > steps:

@@ -26,6 +26,7 @@ import statistics
 from typing import Dict, List, Optional, Sequence
 
 from automl_effnetv2 import hparams
+from automl_effnetv2 import progressive
 from automl_effnetv2 import run_dir
 from automl_effnetv2 import study_clocks
 from automl_effnetv2 import study_stats
@@ -104,7 +105,7 @@ def collect(results_dir):
     config = hparams.Config(hparams.load_yaml(
         os.path.join(folder, run_dir.CONFIG_FILE)))
     final = metrics['final']
-    stages = study_clocks.run_stages(config, final['total_steps'])
+    stages = progressive.run_plan(config, final['total_steps']).stages
 
     def clocks(step, stages=stages, batch=config.train.batch_size):
       return dict(
@@ -523,9 +524,8 @@ def ensure_multiply_adds(results_dir):
              if is_finished(f)]
   if not configs:
     return
-  sizes = study_clocks.sizes_of(
-      study_clocks.run_stages(c, study_clocks.run_total_steps(c))
-      for c in configs)
+  sizes = study_clocks.sizes_of(progressive.run_plan(c).stages
+                                for c in configs)
   known = read_json(path).get('multiply_adds_per_image', {})
   if all(str(size) in known for size in sizes):
     return

@@ -19,7 +19,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from automl_effnetv2 import hparams  # noqa: E402
-from automl_effnetv2 import progressive  # noqa: E402
 from automl_effnetv2 import run_dir  # noqa: E402
 from automl_effnetv2 import train_lib  # noqa: E402
 
@@ -44,11 +43,11 @@ def main():
   trainer = train_lib.Trainer(config, args.model_dir, data_dir=args.data_dir)
   if not folder.checkpoints():
     sys.exit(f'error: no checkpoint in {args.model_dir}')
-  step = trainer.restore()
+  step = trainer.checkpoints.restore()
   # The stage that trained the checkpoint's last step: a mid-run
   # checkpoint of a progressive run was trained below the final size.
-  last = (progressive.stage_at_step(trainer.stages, max(step - 1, 0)) or
-          trainer.stages[-1])
+  last = (trainer.plan.stage_at_step(max(step - 1, 0)) or
+          trainer.plan.stages[-1])
   print(f'{args.model_dir} at step {step}, trained last at '
         f'{last.image_size} px, EMA weights, split {trainer.eval_split}')
   for size in [int(s) for s in args.sizes.split(',')]:

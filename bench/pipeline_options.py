@@ -24,6 +24,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from automl_effnetv2 import hparams  # noqa: E402
 from automl_effnetv2 import local_data  # noqa: E402
 from automl_effnetv2 import main as effnet_main  # noqa: E402
 from automl_effnetv2 import train_lib  # noqa: E402
@@ -58,15 +59,15 @@ def main():
   trainer = train_lib.Trainer(
       config, tempfile.mkdtemp(),
       strategy=tf.distribute.OneDeviceStrategy('/cpu:0'))
-  stage = trainer.stages[0]
+  stage = trainer.plan.stages[0]
   iterators = {}
   for name in variants:
-    data = trainer.apply_stage(stage)
-    data.parallel_calls = parse_variant(name)
-    iterators[name] = trainer.stage_iterator(stage, 0, data)
+    variant = hparams.Config(config.as_dict())
+    variant.data.parallel_calls = parse_variant(name)
+    iterators[name] = trainer.stage_iterator(stage, 0, variant)
     for _ in range(2):  # Warm-up: traces, fills caches and buffers.
       trainer.run_steps(iterators[name], args.steps_per_call)
-      float(trainer.loss_sum.result())
+      float(trainer.steps.loss_sum.result())
 
   step_times = {name: [] for name in variants}
   wall = {name: 0.0 for name in variants}
@@ -75,7 +76,7 @@ def main():
       for _ in range(args.calls):
         start = time.perf_counter()
         trainer.run_steps(iterators[name], args.steps_per_call)
-        float(trainer.loss_sum.result())  # Wait for the device.
+        float(trainer.steps.loss_sum.result())  # Wait for the device.
         seconds = time.perf_counter() - start
         wall[name] += seconds
         step_times[name].append(seconds / args.steps_per_call)

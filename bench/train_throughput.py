@@ -75,7 +75,7 @@ class Ours:
   def _call(self):
     start = time.perf_counter()
     self.trainer.run_steps(self.iterator, self.steps)
-    float(self.trainer.loss_sum.result())  # Wait for the device.
+    float(self.trainer.steps.loss_sum.result())  # Wait for the device.
     return (time.perf_counter() - start) / int(self.steps)
 
   def run(self, calls):

@@ -19,7 +19,7 @@ recipe (B0, batch 128, 60,000 images, cosine, 1 warm-up epoch, EMA 0.999):
   lr         every step's learning rate of a run of `--epochs` (default 2)
              and a sample of steps of 31 epochs: upstream's
              `utils.WarmupLearningRateSchedule` called as main.py's model_fn
-             calls it, against `train_lib.Trainer._learning_rate`. Upstream's
+             calls it, against `objective.Objective.learning_rate`. Upstream's
              model_fn passes the float `epochs * steps_per_epoch` as
              total_steps, the port the whole number of steps (a documented
              deviation): the schedules are compared with the port given
@@ -29,7 +29,7 @@ recipe (B0, batch 128, 60,000 images, cosine, 1 warm-up epoch, EMA 0.999):
              as main.py wires it (variable updates, then
              `optimizer.minimize(..., global_step)`, then `ema.apply` under a
              control dependency) against `utils.ExponentialMovingAverage`
-             applied as `train_lib` applies it, on the same value sequence;
+             applied as the port's trainer applies it, on the same values;
              and the variables each side averages (`utils.get_ema_vars` vs
              `utils.ema_source_variables`) on B0 with 10 classes.
   bn         B0 built on both sides: count, momentum and epsilon of every
@@ -429,7 +429,7 @@ def run_port_side(args, work, data_file):
   from automl_effnetv2 import preprocessing
   from automl_effnetv2 import progressive
   from automl_effnetv2 import run_config
-  from automl_effnetv2 import train_lib
+  from automl_effnetv2 import objective
   from automl_effnetv2 import utils
 
   config = run_config.build_config(MODEL, DATASET_CFG)
@@ -468,15 +468,15 @@ def run_port_side(args, work, data_file):
     if epochs == args.epochs == LONG_EPOCHS:
       break
   for run in lr_runs:
-    sched = lambda total, run=run: train_lib.Trainer._learning_rate(  # pylint: disable=protected-access
-        _TrainerNumbers(config, tf.constant(run['steps'], tf.int64),
-                        steps_per_epoch, total)).numpy()
+    sched = lambda total, run=run: objective.Objective(
+        config, tf.constant(run['steps'], tf.int64),
+        _PlanNumbers(steps_per_epoch, total)).learning_rate().numpy()
     res[f'lr_{run["epochs"]}'] = sched(run['total_steps'])
     # With upstream's float total_steps (epochs * steps_per_epoch).
     res[f'lr_{run["epochs"]}_float_total'] = sched(
         max(train.min_steps, run['epochs'] * steps_per_epoch))
 
-  # -- EMA as train_lib applies it --------------------------------------------
+  # -- EMA as the trainer applies it ----------------------------------------
   for name, after_increment in (('ema_shadows', True),
                                 ('ema_shadows_step_before', False)):
     var = tf.Variable(ema_values[0])
@@ -606,12 +606,10 @@ def run_port_side(args, work, data_file):
                  eval_augnames)
 
 
-class _TrainerNumbers:
-  """What Trainer._learning_rate reads from the trainer."""
+class _PlanNumbers:
+  """What the learning rate reads from a run plan, with any total."""
 
-  def __init__(self, config, global_step, steps_per_epoch, total_steps):
-    self.config = config
-    self.global_step = global_step
+  def __init__(self, steps_per_epoch, total_steps):
     self.steps_per_epoch = steps_per_epoch
     self.total_steps = total_steps
 

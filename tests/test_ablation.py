@@ -105,3 +105,56 @@ def test_a_run_trains_and_records_its_mode(tiny_config, tmp_path):
   metrics = json.loads((tmp_path / 'metrics.json').read_text())
   assert metrics['ablation'] == 'no_progressive'
   assert [e['stage'] for e in metrics['evals']] == [1, 2]
+
+
+@pytest.mark.parametrize('mode,knobs', [
+    ('none', SCHEDULED),
+    ('no_progressive', dict(HELD, steps=SCHEDULED['steps'])),
+    ('fixed_image_size', dict(SCHEDULED, size=HELD['size'])),
+    ('fixed_regularization', dict(HELD, size=SCHEDULED['size'],
+                                  steps=SCHEDULED['steps'])),
+    ('constant_weight_decay', SCHEDULED),
+])
+def test_run_plan_applies_the_configs_ablation(mode, knobs):
+  config = _stages(mode)[0]  # The mode recorded in train.ablation.
+  config.override('data.splits.train.num_images=128000')
+  plan = progressive.run_plan(config, total_steps=1000)
+  assert plan.steps_per_epoch == 128000 / config.train.batch_size
+  assert plan.stages == tuple(_stages(mode)[1])
+  _assert_knobs(plan.stages, **knobs)
+
+
+@pytest.mark.parametrize('mode', progressive.ABLATIONS)
+def test_config_checks_study_clocks_and_runner_read_one_plan(mode):
+  from automl_effnetv2 import ablation  # pylint: disable=g-import-not-at-top
+  from automl_effnetv2 import study_clocks  # pylint: disable=g-import-not-at-top
+  config = main.build_config('efficientnetv2-b0', 'fashion_mnist',
+                             ablation=mode)
+  plan = progressive.run_plan(config)
+  num_images = config.data.splits.train.num_images
+  assert plan.total_steps == progressive.train_steps(
+      config.train.epochs, num_images, config.train.batch_size)
+  # The study's clocks count the plan's steps per size, every step once.
+  counts = study_clocks.steps_per_size(plan.stages, plan.total_steps)
+  assert sum(counts.values()) == plan.total_steps
+  assert set(counts) == {s.image_size for s in plan.stages}
+  # The runner's signature is the plan with equal neighbours merged.
+  settings = [(s.image_size, s.ram, s.mixup_alpha, s.cutmix_alpha,
+               s.dropout_rate) for s in plan.stages]
+  ends = [s.max_steps for s in plan.stages]
+  kept = [i for i in range(len(settings))
+          if i + 1 == len(settings) or settings[i] != settings[i + 1]]
+  assert ablation.effective_schedule(config) == tuple(
+      (ends[i],) + settings[i] for i in kept)
+  # The config checks refuse exactly the plans with a stage below 16 px.
+  small = copy.deepcopy(config)
+  small.override('data.ibase=8')
+  smallest = min(s.image_size for s in progressive.run_plan(small).stages)
+  try:
+    main.build_config('efficientnetv2-b0', 'fashion_mnist', 'data.ibase=8',
+                      ablation=mode)
+    refused = False
+  except hparams.ConfigError as e:
+    assert f'training images of {smallest} px' in str(e)
+    refused = True
+  assert refused == (smallest < 16)

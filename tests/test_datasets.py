@@ -160,14 +160,21 @@ def test_eval_reads_num_images_of_the_split_across_pipelines(
                                 np.concatenate(whole)[:1001])
 
 
+def _settings(config, size):
+  """A pipeline at `size` with the config's augmentation and mixing."""
+  data = config.data
+  return progressive.StageSettings(
+      size, augment_spec.AugmentSpec.from_config(data),
+      mixup_alpha=data.mixup_alpha, cutmix_alpha=data.cutmix_alpha)
+
+
 def test_shuffle_buffer_from_the_config(fashion_mnist_tfds_dir):
   def first_labels(extra):
     config = run_config.build_config(
         'efficientnetv2-b0', 'fashion_mnist',
         'data.mixup_alpha=0,data.cutmix_alpha=0,'
         f'data.tfds_data_dir={fashion_mnist_tfds_dir}' + extra)
-    inp = datasets.build_dataset_input(True, 32, None, None, None,
-                                       config.data)
+    inp = datasets.build_dataset_input(True, _settings(config, 32), config)
     _, labels = next(iter(inp.dataset(32)))
     return inp, np.argmax(labels.numpy(), -1)
 
@@ -192,11 +199,11 @@ def test_shuffle_buffer_from_the_config(fashion_mnist_tfds_dir):
 def test_parallel_calls_from_the_config_and_bad_values():
   default = run_config.build_config('efficientnetv2-b0', 'fashion_mnist', '')
   assert default.data.parallel_calls is None  # Upstream's AUTOTUNE.
-  inp = datasets.build_dataset_input(True, 32, None, None, None, default.data)
+  inp = datasets.build_dataset_input(True, _settings(default, 32), default)
   assert inp.num_parallel_calls == tf.data.AUTOTUNE
   fixed = run_config.build_config('efficientnetv2-b0', 'fashion_mnist',
                             'data.parallel_calls=3')
-  inp = datasets.build_dataset_input(True, 32, None, None, None, fixed.data)
+  inp = datasets.build_dataset_input(True, _settings(fixed, 32), fixed)
   assert inp.num_parallel_calls == 3
   with pytest.raises(datasets.DatasetError, match='parallel_calls'):
     datasets.FashionMNISTInput(is_training=True, image_size=32,
@@ -495,12 +502,11 @@ def test_ra_ops_and_fill_from_the_config_reach_the_pipeline(
                              'data.ra_ops=Invert,data.aug_fill=0')
   assert config.data.ra_ops == 'Invert' and config.data.aug_fill == 0
   config.data.tfds_data_dir = fashion_mnist_tfds_dir
-  train = datasets.build_dataset_input(True, 32, None, None, None,
-                                       config.data)
+  train = datasets.build_dataset_input(True, _settings(config, 32), config)
   images, _ = next(iter(train.dataset(16)))
   np.testing.assert_allclose(images.numpy()[:, 0, 0, :], 1.0)
-  evaluation = datasets.build_dataset_input(False, 32, None, None, None,
-                                            config.data)
+  evaluation = datasets.build_dataset_input(False, _settings(config, 32),
+                                            config)
   images, _ = next(iter(evaluation.dataset(16)))
   np.testing.assert_allclose(images.numpy()[:, 0, 0, :], -1.0)
   listed = run_config.build_config('efficientnetv2-b0', 'fashion_mnist',

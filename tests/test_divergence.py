@@ -11,6 +11,7 @@ from automl_effnetv2 import divergence
 from automl_effnetv2 import hparams
 from automl_effnetv2 import main
 from automl_effnetv2 import run_dir
+from automl_effnetv2 import train_errors
 from automl_effnetv2 import train_lib
 
 
@@ -64,7 +65,7 @@ def test_a_checkpoint_is_judged_by_its_weights_not_the_loss_before_them(
                        'runtime.log_step_count_steps=1,'
                        'runtime.save_checkpoints_steps=1')
   trainer = train_lib.Trainer(config, model_dir, strategy=_one_device())
-  with pytest.raises(train_lib.Diverged) as error:
+  with pytest.raises(train_errors.Diverged) as error:
     trainer.train()
   kept = run_dir.RunDir(model_dir).checkpoints()
   assert kept, 'no checkpoint at all: the first step was already bad'
@@ -72,7 +73,7 @@ def test_a_checkpoint_is_judged_by_its_weights_not_the_loss_before_them(
   for checkpoint in kept:
     assert _largest_weight(checkpoint) < 1e3, checkpoint
   # Stopped soon after the loss left the bound, not at the stage's end.
-  assert trainer.history[-1]['step'] < trainer.total_steps
+  assert trainer.history[-1]['step'] < trainer.plan.total_steps
 
 
 def test_the_printed_advice_followed_literally_finishes(
@@ -105,7 +106,7 @@ def test_the_printed_advice_followed_literally_finishes(
 def test_diverged_run_resumes_from_its_last_good_checkpoint_with_a_lower_rate(
     tiny_config, tmp_path):
   model_dir = str(tmp_path / 'run')
-  with pytest.raises(train_lib.TrainingError) as error:
+  with pytest.raises(train_errors.TrainingError) as error:
     main.run('train', tiny_config(_DIVERGING + ',train.lr_base=1000'),
              model_dir, strategy=_one_device())
   last_good = tf.train.latest_checkpoint(model_dir)
@@ -129,7 +130,7 @@ def test_diverged_run_resumes_from_its_last_good_checkpoint_with_a_lower_rate(
   trainer = train_lib.Trainer(lower, model_dir, strategy=_one_device())
   result = trainer.train(resume_from=name)
   step = int(name.split('-')[1])
-  assert result['global_step'] == trainer.total_steps == 37
+  assert result['global_step'] == trainer.plan.total_steps == 37
   assert trainer.history[0]['step'] > step  # Started at the checkpoint.
   assert all(math.isfinite(h['loss']) and h['loss'] < 10
              for h in trainer.history)

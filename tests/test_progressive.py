@@ -7,6 +7,7 @@ import pytest
 from automl_effnetv2 import effnetv2_configs
 from automl_effnetv2 import hparams
 from automl_effnetv2 import progressive
+from automl_effnetv2 import run_config
 
 
 def _v2_s_config():
@@ -83,3 +84,44 @@ def test_stage_at_step(step, index):
   stages = progressive.stage_schedule(_v2_s_config(), 1000, 300)
   assert progressive.stage_at_step(stages, step).index == index
   assert progressive.stage_at_step(stages, 1000) is None
+
+
+def _imagenet_v2_s(hparam_str='train.batch_size=4096'):
+  return run_config.build_config('efficientnetv2-s', 'imagenet', hparam_str)
+
+
+def test_run_plan_reads_length_sizes_and_stages_from_the_config():
+  # Upstream's ImageNet numbers: 350 epochs of 1,256,144 images in batches
+  # of 4096 are 107,336 steps; V2-S trains at 300 px and evaluates at 384.
+  config = _imagenet_v2_s()
+  assert config.train.epochs == 350
+  plan = progressive.run_plan(config)
+  assert plan.total_steps == 107_336
+  assert plan.steps_per_epoch == 1_256_144 / 4096
+  assert (plan.train_size, plan.eval_size) == (300, 384)
+  assert [s.image_size for s in plan.stages] == [171, 214, 257, 300]
+  assert [s.max_steps for s in plan.stages] == [26_834, 53_668, 80_502,
+                                                107_336]
+  assert [s.index for s in plan.stages] == [0, 1, 2, 3]
+  assert plan.stage_at_step(26_834).index == 1
+  assert plan.stage_at_step(107_336) is None
+
+
+def test_run_plan_stretched_over_another_length_keeps_its_stage_settings():
+  config = _imagenet_v2_s()
+  plan = progressive.run_plan(config, total_steps=1000)
+  assert plan.total_steps == 1000
+  assert [s.max_steps for s in plan.stages] == [250, 500, 750, 1000]
+  assert plan.stages == tuple(progressive.stage_schedule(config, 1000, 300))
+
+
+def test_stage_settings_carry_augmentation_at_the_stage_magnitude():
+  config = _imagenet_v2_s()
+  config.override('data.augname=randaug,data.ram=15,data.ra_num_layers=3')
+  stages = progressive.run_plan(config, 400).stages
+  assert [s.augment.magnitude for s in stages] == [s.ram for s in stages]
+  np.testing.assert_allclose([s.ram for s in stages], [5, 25 / 3, 35 / 3, 15])
+  # Only the magnitude changes from stage to stage.
+  assert {(s.augment.policy, s.augment.num_layers) for s in stages} == {
+      ('randaug', 3)}
+  assert isinstance(stages[0], progressive.StageSettings)

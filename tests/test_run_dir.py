@@ -13,6 +13,7 @@ from conftest import cli_env, main_command
 from automl_effnetv2 import local_data
 from automl_effnetv2 import main
 from automl_effnetv2 import run_dir
+from automl_effnetv2 import train_errors
 from automl_effnetv2 import train_lib
 
 
@@ -160,7 +161,7 @@ def test_no_readable_checkpoint_is_one_error_naming_them(
   model_dir = _copy_of_trained_run(trained_run, tiny_config, tmp_path)
   for step in (5, 10, 15):
     _truncate(os.path.join(model_dir, f'ckpt-{step}.index'))
-  with pytest.raises(train_lib.TrainingError,
+  with pytest.raises(train_errors.TrainingError,
                      match=r'can be read \(ckpt-15, ckpt-10, ckpt-5 damaged\)'
                      '; copy a good one back'):
     main.run('eval', _tiny(tiny_config), model_dir, strategy=_one_device())
@@ -171,7 +172,7 @@ def test_eval_of_another_model_in_a_folder_without_config(
   model_dir = _copy_of_trained_run(trained_run, tiny_config, tmp_path)
   os.remove(os.path.join(model_dir, 'config.yaml'))
   other = tiny_config(_SHORT + ',model.width_coefficient=0.5')
-  with pytest.raises(train_lib.TrainingError,
+  with pytest.raises(train_errors.TrainingError,
                      match='does not fit this model .*another --model_name'):
     main.run('eval', other, model_dir, strategy=_one_device())
   assert not os.path.exists(os.path.join(model_dir, 'config.yaml'))
@@ -188,7 +189,7 @@ def test_evaluation_stopped_by_sigterm_is_redone_on_resume(
     return evaluate(trainer, *args, **kwargs)
 
   monkeypatch.setattr(train_lib.Trainer, 'evaluate', sigterm_during_the_first)
-  with pytest.raises(train_lib.TrainingInterrupted):
+  with pytest.raises(train_errors.TrainingInterrupted):
     main.run('traineval', tiny_config(), model_dir, strategy=_one_device())
   assert run_dir.read_metrics(model_dir) == {}  # Stopped in stage 1's.
   main.run('traineval', tiny_config(), model_dir, strategy=_one_device())

@@ -155,8 +155,8 @@ def test_eval_steps_every_n_steps_or_epochs():
 
 
 def test_normalized_time_sums_steps_times_step_time_per_size():
-  stages = [progressive.Stage(0, 10, 28, 5, 0, 0, 0),
-            progressive.Stage(1, 30, 64, 10, 0, 0, 0)]
+  stages = [progressive.Stage(index=0, max_steps=10, image_size=28),
+            progressive.Stage(index=1, max_steps=30, image_size=64)]
   times = {'28': 0.1, '64': 0.5}
   assert study_clocks.normalized_seconds(stages, 30, times) == pytest.approx(
       10 * 0.1 + 20 * 0.5)
@@ -181,7 +181,8 @@ def test_equal_time_length_by_hand():
   two_stages = 'train.stages=2,data.ibase=32'
   progressive_run = _recipe('fashion_mnist', 'none', 10, two_stages)
   reference = _recipe('fashion_mnist', 'no_progressive', 10, two_stages)
-  sizes = [s.image_size for s in study_clocks.run_stages(progressive_run, 100)]
+  sizes = [s.image_size
+           for s in progressive.run_plan(progressive_run, 100).stages]
   assert sizes == [48, 64]
   assert study_clocks.equal_time_steps(progressive_run, 9374, times) == 6249
   epochs = study_clocks.equal_time_epochs(progressive_run, reference, times)
@@ -203,7 +204,7 @@ def test_equal_time_length_is_the_closest_by_a_full_scan(config_name):
   target = 4687 * times['64']  # no_progressive: every step at 64 px.
 
   def seconds(steps):
-    stages = study_clocks.run_stages(run, steps)
+    stages = progressive.run_plan(run, steps).stages
     return sum((s.max_steps - start) * times[str(s.image_size)]
                for s, start in zip(stages, [0] + [t.max_steps
                                                   for t in stages[:-1]]))

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from automl_effnetv2 import main
 from automl_effnetv2 import run_dir
+from automl_effnetv2 import train_errors
 from automl_effnetv2 import train_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,8 +36,8 @@ def test_two_stages_train_and_the_loss_falls(tiny_config, tmp_path):
                        'train.optimizer=momentum,train.lr_base=0.5')
   trainer = train_lib.Trainer(config, str(tmp_path), strategy=_one_device())
   result = trainer.train()
-  assert result['global_step'] == trainer.total_steps == 150
-  assert [s.image_size for s in trainer.stages] == [28, 32]
+  assert result['global_step'] == trainer.plan.total_steps == 150
+  assert [s.image_size for s in trainer.plan.stages] == [28, 32]
   losses = [h['loss'] for h in trainer.history]
   assert [h['stage'] for h in trainer.history] == [1] * 15 + [2] * 15
   assert [h['image_size'] for h in trainer.history] == [28] * 15 + [32] * 15
@@ -51,13 +52,16 @@ def test_stage_settings_reach_model_and_pipeline(tiny_config, tmp_path):
                        'data.mixup_alpha=0.6')
   trainer = train_lib.Trainer(config, str(tmp_path), strategy=_one_device())
   expected_ram = np.linspace(5, 11, 3)
-  for stage, ram, mix, dropout in zip(trainer.stages, expected_ram,
+  for stage, ram, mix, dropout in zip(trainer.plan.stages, expected_ram,
                                       [0, 0.3, 0.6], [0, 0.15, 0.3]):
-    data = trainer.apply_stage(stage)
-    assert trainer.stage_augment(stage).magnitude == pytest.approx(ram)
-    assert data.mixup_alpha == pytest.approx(mix)
+    trainer.set_stage_dropout(stage)
+    pipeline = trainer.stage_input(stage)
+    assert pipeline.image_size == stage.image_size
+    assert pipeline.augment.magnitude == pytest.approx(ram)
+    assert pipeline.mixing_alphas() == (stage.mixup_alpha, stage.cutmix_alpha)
+    assert stage.mixup_alpha == pytest.approx(mix)
     assert trainer.model.dropout_rate == pytest.approx(dropout)
-  assert [s.image_size for s in trainer.stages] == [26, 29, 32]
+  assert [s.image_size for s in trainer.plan.stages] == [26, 29, 32]
 
 
 def _train_command(model_dir, fashion_dir, extra=''):
@@ -151,7 +155,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config,
   config = tiny_config('train.epochs=0.04,train.stages=0,train.lr_base=1e9,'
                        'train.optimizer=sgd,train.label_smoothing=0')
   trainer = train_lib.Trainer(config, str(tmp_path), strategy=_one_device())
-  with pytest.raises(train_lib.TrainingError, match='good checkpoint'):
+  with pytest.raises(train_errors.TrainingError, match='good checkpoint'):
     trainer.train()
   latest = tf.train.latest_checkpoint(str(tmp_path))
   if latest:  # Anything saved must hold finite weights.
@@ -218,7 +222,7 @@ def test_xla_train_step_matches_plain_step(tiny_config, tmp_path):
     trainer = train_lib.Trainer(config, str(tmp_path / f'jit_{jit}'),
                                 strategy=_one_device())
     # Private, but the only handle on whether XLA was asked for.
-    assert getattr(trainer._train_step_fn, '_jit_compile', None) is (
+    assert getattr(trainer.steps._train_step_fn, '_jit_compile', None) is (
         True if jit else None)
     trainer.train()
     results[jit] = ([w.numpy() for w in trainer.model.trainable_weights],
@@ -266,7 +270,7 @@ def test_eval_uses_the_ema_weights(tiny_config, tmp_path):
   raw = trainer.evaluate(use_ema=False)['eval/acc_top1']
   # Put the untrained weights into the average: EMA and raw now differ.
   trainer.ema.reset_to(initial)
-  trainer.save()
+  trainer.checkpoints.save()
   ema = trainer.evaluate(use_ema=True)['eval/acc_top1']
   assert raw > 0.5 and ema < 0.3, (raw, ema)
   # What --mode=eval reports is the EMA evaluation of the checkpoint.
@@ -278,7 +282,7 @@ def test_eval_uses_the_ema_weights(tiny_config, tmp_path):
 
 
 def test_eval_without_checkpoint_is_a_clear_error(tiny_config, tmp_path):
-  with pytest.raises(train_lib.TrainingError, match='--mode=train'):
+  with pytest.raises(train_errors.TrainingError, match='--mode=train'):
     main.run('eval', tiny_config(), str(tmp_path), strategy=_one_device())
 
 
@@ -370,11 +374,11 @@ def test_trainer_stages_cover_its_steps_and_end_at_the_train_size(
     tiny_config, tmp_path):
   config = tiny_config('train.stages=4')
   trainer = train_lib.Trainer(config, str(tmp_path), strategy=_one_device())
-  sizes = [s.image_size for s in trainer.stages]
-  ends = [s.max_steps for s in trainer.stages]
-  assert len(trainer.stages) == 4
+  sizes = [s.image_size for s in trainer.plan.stages]
+  ends = [s.max_steps for s in trainer.plan.stages]
+  assert len(trainer.plan.stages) == 4
   assert sizes == sorted(set(sizes)) and sizes[-1] == config.train.isize
-  assert ends == sorted(set(ends)) and ends[-1] == trainer.total_steps
+  assert ends == sorted(set(ends)) and ends[-1] == trainer.plan.total_steps
 
 
 def test_float16_training_uses_loss_scaling(tiny_config, tmp_path):

@@ -25,6 +25,7 @@ from automl_effnetv2 import effnetv2_model
 from automl_effnetv2 import hparams
 from automl_effnetv2 import main
 from automl_effnetv2 import preprocessing
+from automl_effnetv2 import progressive
 from automl_effnetv2 import run_dir
 from automl_effnetv2 import train_lib
 from automl_effnetv2 import utils
@@ -427,7 +428,8 @@ def test_solarize_at_magnitude_10_inverts_every_pixel_unless_asked_not_to():
   np.testing.assert_allclose(outputs[0] + outputs[1], -1 / 128, atol=1e-6)
   config = main.build_config('efficientnetv2-b0', 'cifar10ft',
                              'data.solarize_wrap=false')
-  inp = datasets.build_dataset_input(True, 16, None, None, None, config.data)
+  inp = datasets.build_dataset_input(True, progressive.StageSettings(
+      16, augment_spec.AugmentSpec.from_config(config.data)), config)
   assert inp.augment.solarize_wrap is False
 
 

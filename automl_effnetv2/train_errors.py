@@ -1,0 +1,25 @@
+"""The ways training stops short, each with what to do next."""
+from typing import Dict, Optional
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+  """SIGTERM (or Ctrl+C) stopped training; a checkpoint has been saved."""
+
+  def __init__(self, signum):
+    super().__init__(f'signal {signum}')
+    self.signum = signum
+
+
+class TrainingError(RuntimeError):
+  """Training cannot go on; the message says why and what to do."""
+
+
+class Diverged(TrainingError):
+  """The loss exploded. A rerun goes on with `changes` to the config (dotted
+  keys), from checkpoint `resume_from` when there is a good one."""
+
+  def __init__(self, message: str, resume_from: Optional[str],
+               changes: Dict[str, object]):
+    super().__init__(message)
+    self.resume_from = resume_from
+    self.changes = changes
