@@ -140,8 +140,9 @@ def test_v1_eval_decodes_only_the_crop_of_a_jpeg(height, width):
   np.testing.assert_array_equal(got, expected)
 
 
-def test_v1_training_decodes_only_the_crop_of_a_jpeg(monkeypatch):
-  jpeg = _chroma_subsampled_jpeg(300, 200)
+@pytest.fixture
+def crop_windows(monkeypatch):
+  """The crop windows decode_and_crop_jpeg is called with, in order."""
   windows = []
   decode_and_crop = tf.image.decode_and_crop_jpeg
 
@@ -150,6 +151,12 @@ def test_v1_training_decodes_only_the_crop_of_a_jpeg(monkeypatch):
     return decode_and_crop(contents, crop_window, **kwargs)
 
   monkeypatch.setattr(tf.image, 'decode_and_crop_jpeg', spy)
+  return windows
+
+
+def test_v1_training_decodes_only_the_crop_of_a_jpeg(crop_windows):
+  jpeg = _chroma_subsampled_jpeg(300, 200)
+  windows = crop_windows
   # A seed whose window's edge falls where the two decodings differ.
   seed = tf.constant([4, 2], tf.int64)
   got = preprocessing.preprocess_image(jpeg, 64, True, seed=seed,
@@ -160,7 +167,8 @@ def test_v1_training_decodes_only_the_crop_of_a_jpeg(monkeypatch):
   # A decoded image takes the same window for the same seed, so it gives
   # the same output once its window holds the crop-decoded pixels.
   whole = tf.io.decode_jpeg(jpeg, channels=3).numpy()
-  cropped = decode_and_crop(jpeg, windows[0], channels=3).numpy()
+  # tf.io's name for the op, which the spy on tf.image leaves alone.
+  cropped = tf.io.decode_and_crop_jpeg(jpeg, windows[0], channels=3).numpy()
   assert not np.array_equal(whole[y:y + height, x:x + width], cropped)
   patched = whole.copy()
   patched[y:y + height, x:x + width] = cropped
@@ -170,23 +178,15 @@ def test_v1_training_decodes_only_the_crop_of_a_jpeg(monkeypatch):
       tf.constant(whole), 64, True, seed=seed, augment=V1))
 
 
-def test_v1_training_falls_back_to_the_centre_crop_of_a_jpeg(monkeypatch):
+def test_v1_training_falls_back_to_the_centre_crop_of_a_jpeg(crop_windows):
   # No crop of a 4 x 64 image has both aspect ratio in [3/4, 4/3] and area
   # in [0.08, 1], so sampling returns the whole image and V1 takes its
   # centre crop: side int(224 / 256 * 4) = 3 at offsets (1, 31).
-  windows = []
-  decode_and_crop = tf.image.decode_and_crop_jpeg
-
-  def spy(contents, crop_window, **kwargs):
-    windows.append(crop_window.numpy().tolist())
-    return decode_and_crop(contents, crop_window, **kwargs)
-
-  monkeypatch.setattr(tf.image, 'decode_and_crop_jpeg', spy)
   jpeg = _chroma_subsampled_jpeg(4, 64)
   out = preprocessing.preprocess_image(jpeg, 224, True, seed=SEED,
                                        augment=V1)
   assert out.shape == (224, 224, 3)
-  assert windows == [[1, 31, 3, 3]]
+  assert crop_windows == [[1, 31, 3, 3]]
 
 
 def test_v1_path_reads_png_bytes_and_runs_in_a_dataset():
