@@ -254,10 +254,27 @@ def _read_checkpoint(prefix: str) -> Source:
             f'or damaged ({_first_line(e)})') from e
     return read
 
+  keys = _released_names(names, scope)
   return Source(prefix, "upstream's TensorFlow checkpoint", UPSTREAM,
-                indexed=False, tensors={n: getter(n) for n in names},
-                shapes={n: tuple(shapes[n]) for n in names},
+                indexed=False, tensors={keys[n]: getter(n) for n in names},
+                shapes={keys[n]: tuple(shapes[n]) for n in names},
                 model_name=scope, ignored=ignored)
+
+
+def _released_names(names, scope: str) -> Dict[str, str]:
+  """Checkpoint name -> the name upstream's released checkpoints use.
+
+  Upstream's main.py under TensorFlow 2.x builds the model in a graph, where
+  Keras gives the classifier's scope the next free name, 'head_1' ('head' is
+  the Head layer's own); its released checkpoints say '<model>/head/dense'.
+  Checkpoints of such training runs read under the released names.
+  """
+  released = f'{scope}/head/dense/'
+  written = f'{scope}/head_1/dense/'
+  if any(n.startswith(released) for n in names):
+    return {n: n for n in names}
+  return {n: released + n[len(written):] if n.startswith(written) else n
+          for n in names}
 
 
 def _read_keras_archive(path: str) -> Source:

@@ -23,6 +23,12 @@ same command again: a run whose training did not finish starts over, one
 whose training finished (`phases.json`) goes on with its evaluation. Upstream has no seed
 flag: its "seeds" are independent runs with its own random initialization.
 
+With `--same_init`, each port run starts from the weights upstream's run of
+the same mode and seed started from (its `model.ckpt-0`, loaded with
+`train.ft_init_ckpt`), so that the two sides differ only in their code and
+their random streams (data order, augmentation draws), not in the draw of
+the initial weights.
+
 `--report_only` rebuilds `<results>.json` and `<results>.png` (train
 cross-entropy per log interval, mean over seeds, both sides) from the
 summaries.
@@ -65,6 +71,9 @@ def parse_args(argv):
                       help='whole epochs (upstream fails on fractions)')
   parser.add_argument('--seeds', type=int, default=2)
   parser.add_argument('--modes', default='none,no_progressive')
+  parser.add_argument('--same_init', action='store_true',
+                      help="port runs start from the initial weights of "
+                      "upstream's run with the same mode and seed")
   parser.add_argument('--report_only', action='store_true')
   return parser.parse_args(argv)
 
@@ -216,9 +225,23 @@ def train_upstream(args, mode, folder):
   }
 
 
+def upstream_initial_weights(output_dir, mode, seed):
+  """The checkpoint upstream's run of `mode` and `seed` started from."""
+  return os.path.join(os.path.abspath(output_dir), 'upstream', mode,
+                      f'seed_{seed}', 'model.ckpt-0')
+
+
 def train_port(args, mode, seed, folder):
   hparams = (f'train.epochs={args.epochs},runtime.seed={seed},'
              f'{UPSTREAM_AUGMENTATION}')
+  if args.same_init:
+    initial = upstream_initial_weights(args.output_dir, mode, seed)
+    if not os.path.isfile(initial + '.index'):
+      print(f'--same_init: {initial} is missing; upstream\'s run of this '
+            'mode and seed must finish first (run the command again)',
+            flush=True)
+      return None
+    hparams += f',train.ft_init_ckpt={initial},train.ft_init_ema=False'
   command = [sys.executable, '-m', 'automl_effnetv2.main', '--mode=train',
              '--dataset_cfg=fashion_mnist', f'--ablation={mode}',
              f'--model_dir={folder}', f'--hparam_str={hparams}']

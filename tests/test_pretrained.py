@@ -259,6 +259,32 @@ def test_upstream_checkpoint_loads_the_ema_shadows(tmp_path):
   assert np.abs(averaged(images).numpy() - raw(images).numpy()).max() > 1e-2
 
 
+def test_checkpoint_of_upstreams_training_under_tf2_loads(tmp_path):
+  """Upstream's main.py on TensorFlow 2.x names the classifier's scope
+  'head_1' (Keras' next free name in a graph); such a checkpoint loads like
+  a released one, with the same logits."""
+  source = _randomize_bn_statistics(_port(num_classes=10))
+  prefix = write_upstream_checkpoint(str(tmp_path / 'run' / 'model.ckpt-312'),
+                                     source, source)
+  renamed = str(tmp_path / 'tf2' / 'model.ckpt-312')
+  names = [name for name, _ in tf.train.list_variables(prefix)]
+  assert any('/head/dense/' in name for name in names)
+  os.makedirs(os.path.dirname(renamed))
+  tf.raw_ops.SaveV2(
+      prefix=renamed,
+      tensor_names=[name.replace('/head/dense/', '/head_1/dense/')
+                    for name in names],
+      shape_and_slices=[''] * len(names),
+      tensors=[tf.constant(tf.train.load_variable(prefix, name))
+               for name in names])
+  port = _port(num_classes=10)
+  summary = pretrained.load_pretrained(port, renamed, use_ema=False)
+  assert ': 361 variables' in summary[0], summary
+  images = _images(64)
+  np.testing.assert_array_less(
+      np.abs(port(images).numpy() - source(images).numpy()).max(), 1e-4)
+
+
 # -- refusals through main, with a real model_dir ---------------------------------
 @pytest.fixture
 def run_main(tmp_path, capsys):
