@@ -97,6 +97,11 @@ TF_NATIVE_LOG = re.compile(
     r'^([IWEF]\d{4} |WARNING: All log messages before)')
 
 
+def one_device():
+  """The one-CPU strategy of in-process training tests."""
+  return tf.distribute.OneDeviceStrategy('/cpu:0')
+
+
 def cli_env():
   """The environment of a command run from any folder."""
   return dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')

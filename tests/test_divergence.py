@@ -6,7 +6,7 @@ import subprocess
 import pytest
 import tensorflow as tf
 
-from conftest import cli_env, main_command
+from conftest import cli_env, main_command, one_device
 from automl_effnetv2 import divergence
 from automl_effnetv2 import hparams
 from automl_effnetv2 import main
@@ -44,10 +44,6 @@ _DIVERGING = ('train.stages=0,train.epochs=0.01,train.lr_warmup_epoch=0.01,'
               'data.cutmix_alpha=0')
 
 
-def _one_device():
-  return tf.distribute.OneDeviceStrategy('/cpu:0')
-
-
 def _largest_weight(checkpoint):
   reader = tf.train.load_checkpoint(checkpoint)
   return max(abs(reader.get_tensor(key)).max()
@@ -64,7 +60,7 @@ def test_a_checkpoint_is_judged_by_its_weights_not_the_loss_before_them(
                        'train.lr_warmup_epoch=0.01,'
                        'runtime.log_step_count_steps=1,'
                        'runtime.save_checkpoints_steps=1')
-  trainer = train_lib.Trainer(config, model_dir, strategy=_one_device())
+  trainer = train_lib.Trainer(config, model_dir, strategy=one_device())
   with pytest.raises(train_errors.Diverged) as error:
     trainer.train()
   kept = run_dir.RunDir(model_dir).checkpoints()
@@ -108,7 +104,7 @@ def test_diverged_run_resumes_from_its_last_good_checkpoint_with_a_lower_rate(
   model_dir = str(tmp_path / 'run')
   with pytest.raises(train_errors.TrainingError) as error:
     main.run('train', tiny_config(_DIVERGING + ',train.lr_base=1000'),
-             model_dir, strategy=_one_device())
+             model_dir, strategy=one_device())
   last_good = tf.train.latest_checkpoint(model_dir)
   assert last_good, 'the run diverged before its first checkpoint'
   name = last_good.rsplit('/', 1)[-1]
@@ -120,14 +116,14 @@ def test_diverged_run_resumes_from_its_last_good_checkpoint_with_a_lower_rate(
   with pytest.raises(run_dir.RunDirError,
                      match=f'add --resume_from=<checkpoint>, e.g. '
                      f'--resume_from={name}'):
-    main.run('train', lower, model_dir, strategy=_one_device())
+    main.run('train', lower, model_dir, strategy=one_device())
   # --resume_from lets optimizer settings change, nothing else.
   with pytest.raises(run_dir.RunDirError, match=r'differs in data\.ram\)'):
     main.run('train', tiny_config(_DIVERGING + ',train.lr_base=0.05,'
                                   'data.ram=7'), model_dir,
-             strategy=_one_device(), resume_from=name)
+             strategy=one_device(), resume_from=name)
 
-  trainer = train_lib.Trainer(lower, model_dir, strategy=_one_device())
+  trainer = train_lib.Trainer(lower, model_dir, strategy=one_device())
   result = trainer.train(resume_from=name)
   step = int(name.split('-')[1])
   assert result['global_step'] == trainer.plan.total_steps == 37
@@ -140,7 +136,7 @@ def test_diverged_run_resumes_from_its_last_good_checkpoint_with_a_lower_rate(
       {'step': step, 'resumed_from': name,
        'changed': {'train.lr_base': [1000, 0.05]}, 'momentum_reset': True}]
   # From now on the plain command with the new rate resumes the run.
-  again = main.run('train', lower, model_dir, strategy=_one_device())
+  again = main.run('train', lower, model_dir, strategy=one_device())
   assert again['global_step'] == 37
   assert hparams.load_yaml(f'{model_dir}/config.yaml')['runtime'][
       'config_changes'] == saved['runtime']['config_changes']

@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO
+
 sys.path.insert(0, os.path.join(REPO, 'patches'))
 import patchset  # noqa: E402  pylint: disable=g-import-not-at-top
 

@@ -1,5 +1,4 @@
 """Training recipes: each YAML file is the one source of its config."""
-import os
 import subprocess
 import sys
 
@@ -9,8 +8,7 @@ from automl_effnetv2 import hparams
 from automl_effnetv2 import recipes
 from automl_effnetv2 import run_config
 from automl_effnetv2 import run_dir
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO
 
 
 def _registered(name):

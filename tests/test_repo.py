@@ -8,8 +8,7 @@ import sys
 import pytest
 
 from automl_effnetv2 import main
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO
 
 
 def _read(path):

@@ -9,16 +9,12 @@ import time
 import pytest
 import tensorflow as tf
 
-from conftest import cli_env, main_command
+from conftest import cli_env, main_command, one_device
 from automl_effnetv2 import local_data
 from automl_effnetv2 import main
 from automl_effnetv2 import run_dir
 from automl_effnetv2 import train_errors
 from automl_effnetv2 import train_lib
-
-
-def _one_device():
-  return tf.distribute.OneDeviceStrategy('/cpu:0')
 
 
 # 15 steps, one stage, a checkpoint every 5 steps: ckpt-5, ckpt-10, ckpt-15.
@@ -38,7 +34,7 @@ def _tiny(tiny_config):
 def _copy_of_trained_run(trained_run, tiny_config, tmp_path):
   if not os.path.exists(os.path.join(trained_run, 'checkpoint')):
     train_lib.Trainer(_tiny(tiny_config), trained_run,
-                      strategy=_one_device()).train()
+                      strategy=one_device()).train()
   copy = str(tmp_path / 'run')
   shutil.copytree(trained_run, copy)
   return copy
@@ -55,7 +51,7 @@ def test_failed_data_check_writes_nothing(tiny_config, tmp_path):
   # The prepared copy exists, yet the missing source folder is an error.
   with pytest.raises(local_data.DataFilesError, match='does not exist'):
     main.run('train', _tiny(tiny_config), str(model_dir),
-             str(tmp_path / 'no_such_folder'), strategy=_one_device())
+             str(tmp_path / 'no_such_folder'), strategy=one_device())
   assert not model_dir.exists()
 
 
@@ -64,7 +60,7 @@ def test_model_dir_that_is_a_file_is_refused(tiny_config, tmp_path, mode):
   path = tmp_path / 'a_file'
   path.write_text('not a folder')
   with pytest.raises(run_dir.RunDirError, match='is a file, not a folder'):
-    main.run(mode, _tiny(tiny_config), str(path), strategy=_one_device())
+    main.run(mode, _tiny(tiny_config), str(path), strategy=one_device())
   assert path.read_text() == 'not a folder'
 
 
@@ -84,7 +80,7 @@ def test_simulated_read_only_folder_is_one_error(tiny_config, tmp_path,
   with pytest.raises(run_dir.RunDirError,
                      match='Read-only file system; pass a --model_dir in a '
                      'writable place'):
-    main.run('train', _tiny(tiny_config), model_dir, strategy=_one_device())
+    main.run('train', _tiny(tiny_config), model_dir, strategy=one_device())
 
 
 def test_simulated_full_disk_at_a_checkpoint_is_one_error(
@@ -98,7 +94,7 @@ def test_simulated_full_disk_at_a_checkpoint_is_one_error(
                      match='No space left on device; free some space, then '
                      'rerun the same command'):
     main.run('train', _tiny(tiny_config), str(tmp_path / 'run'),
-             strategy=_one_device())
+             strategy=one_device())
 
 
 def test_failed_save_leaves_no_temp_folder(tiny_config, tmp_path,
@@ -116,7 +112,7 @@ def test_failed_save_leaves_no_temp_folder(tiny_config, tmp_path,
   model_dir = tmp_path / 'run'
   with pytest.raises(run_dir.RunDirError, match='No space left on device'):
     main.run('train', _tiny(tiny_config), str(model_dir),
-             strategy=_one_device())
+             strategy=one_device())
   assert not [p for p in model_dir.iterdir() if p.name.endswith('_temp')]
   assert not list(model_dir.glob('ckpt-*'))
 
@@ -140,7 +136,7 @@ def test_damaged_newest_checkpoint_is_skipped_and_leftovers_removed(
                 os.path.join(model_dir, f'ckpt-1.{name}'))
 
   trainer = train_lib.Trainer(_tiny(tiny_config), model_dir,
-                              strategy=_one_device())
+                              strategy=one_device())
   result = trainer.train()
   out = capsys.readouterr().out
   assert 'skipped checkpoint ckpt-15: it cannot be read' in out
@@ -164,7 +160,7 @@ def test_no_readable_checkpoint_is_one_error_naming_them(
   with pytest.raises(train_errors.TrainingError,
                      match=r'can be read \(ckpt-15, ckpt-10, ckpt-5 damaged\)'
                      '; copy a good one back'):
-    main.run('eval', _tiny(tiny_config), model_dir, strategy=_one_device())
+    main.run('eval', _tiny(tiny_config), model_dir, strategy=one_device())
 
 
 def test_eval_of_another_model_in_a_folder_without_config(
@@ -174,7 +170,7 @@ def test_eval_of_another_model_in_a_folder_without_config(
   other = tiny_config(_SHORT + ',model.width_coefficient=0.5')
   with pytest.raises(train_errors.TrainingError,
                      match='does not fit this model .*another --model_name'):
-    main.run('eval', other, model_dir, strategy=_one_device())
+    main.run('eval', other, model_dir, strategy=one_device())
   assert not os.path.exists(os.path.join(model_dir, 'config.yaml'))
 
 
@@ -190,9 +186,9 @@ def test_evaluation_stopped_by_sigterm_is_redone_on_resume(
 
   monkeypatch.setattr(train_lib.Trainer, 'evaluate', sigterm_during_the_first)
   with pytest.raises(train_errors.TrainingInterrupted):
-    main.run('traineval', tiny_config(), model_dir, strategy=_one_device())
+    main.run('traineval', tiny_config(), model_dir, strategy=one_device())
   assert run_dir.read_metrics(model_dir) == {}  # Stopped in stage 1's.
-  main.run('traineval', tiny_config(), model_dir, strategy=_one_device())
+  main.run('traineval', tiny_config(), model_dir, strategy=one_device())
   evals = run_dir.read_metrics(model_dir)['evals']
   assert [e['stage'] for e in evals] == [1, 2]
   assert evals[0]['global_step'] < evals[1]['global_step'] == 15
@@ -212,7 +208,7 @@ def test_training_on_in_a_folder_without_config_is_refused(
   other_batch = tiny_config(_SHORT + ',train.batch_size=8')
   with pytest.raises(run_dir.RunDirError,
                      match='holds checkpoints but no config.yaml') as error:
-    main.run('train', other_batch, model_dir, strategy=_one_device())
+    main.run('train', other_batch, model_dir, strategy=one_device())
   assert str(error.value).endswith('or pass another --model_dir')
   after = _listing(model_dir)
   # Only the lock changed hands; no config.yaml, checkpoint or metric.

@@ -17,8 +17,7 @@ from automl_effnetv2 import study_answers
 from automl_effnetv2 import study_clocks
 from automl_effnetv2 import study_report
 from automl_effnetv2 import study_stats
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO
 
 
 # -- statistics against closed forms and hand computation ---------------------

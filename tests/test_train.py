@@ -14,12 +14,7 @@ from automl_effnetv2 import main
 from automl_effnetv2 import run_dir
 from automl_effnetv2 import train_errors
 from automl_effnetv2 import train_lib
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _one_device():
-  return tf.distribute.OneDeviceStrategy('/cpu:0')
+from conftest import REPO, one_device
 
 
 def _checkpoint_values(path):
@@ -34,7 +29,7 @@ def test_two_stages_train_and_the_loss_falls(tiny_config, tmp_path):
   config = tiny_config('train.epochs=0.04,train.stages=2,data.mixup_alpha=0,'
                        'data.cutmix_alpha=0,data.augname=ft_plain,'
                        'train.optimizer=momentum,train.lr_base=0.5')
-  trainer = train_lib.Trainer(config, str(tmp_path), strategy=_one_device())
+  trainer = train_lib.Trainer(config, str(tmp_path), strategy=one_device())
   result = trainer.train()
   assert result['global_step'] == trainer.plan.total_steps == 150
   assert [s.image_size for s in trainer.plan.stages] == [28, 32]
@@ -50,7 +45,7 @@ def test_stage_settings_reach_model_and_pipeline(tiny_config, tmp_path):
   config = tiny_config('train.stages=3,train.sched_dropout=true,'
                        'model.dropout_rate=0.3,data.ram=11,'
                        'data.mixup_alpha=0.6')
-  trainer = train_lib.Trainer(config, str(tmp_path), strategy=_one_device())
+  trainer = train_lib.Trainer(config, str(tmp_path), strategy=one_device())
   expected_ram = np.linspace(5, 11, 3)
   for stage, ram, mix, dropout in zip(trainer.plan.stages, expected_ram,
                                       [0, 0.3, 0.6], [0, 0.15, 0.3]):
@@ -142,10 +137,10 @@ def test_killed_and_terminated_runs_resume_to_the_same_weights(
 
 def test_resuming_with_another_config_is_refused(tiny_config, tmp_path):
   trainer = train_lib.Trainer(tiny_config('train.epochs=0.01'), str(tmp_path),
-                              strategy=_one_device())
+                              strategy=one_device())
   trainer.train()
   other = train_lib.Trainer(tiny_config('train.epochs=0.01,data.ram=7'),
-                            str(tmp_path), strategy=_one_device())
+                            str(tmp_path), strategy=one_device())
   with pytest.raises(run_dir.RunDirError, match='data.ram'):
     other.train()
 
@@ -154,7 +149,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config,
                                                           tmp_path):
   config = tiny_config('train.epochs=0.04,train.stages=0,train.lr_base=1e9,'
                        'train.optimizer=sgd,train.label_smoothing=0')
-  trainer = train_lib.Trainer(config, str(tmp_path), strategy=_one_device())
+  trainer = train_lib.Trainer(config, str(tmp_path), strategy=one_device())
   with pytest.raises(train_errors.TrainingError, match='good checkpoint'):
     trainer.train()
   latest = tf.train.latest_checkpoint(str(tmp_path))
@@ -181,7 +176,7 @@ def test_mirrored_two_replicas_match_one_device(tiny_config, tmp_path):
   extra = 'model.bn_type=sync_bn,' + _THREE_DETERMINISTIC_STEPS
   results = {}
   for name, strategy in [
-      ('one', _one_device()),
+      ('one', one_device()),
       ('mirrored', tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))]:
     trainer = train_lib.Trainer(tiny_config(extra), str(tmp_path / name),
                                 strategy=strategy)
@@ -206,7 +201,7 @@ def test_mirrored_two_replicas_match_one_device(tiny_config, tmp_path):
     np.testing.assert_allclose(one, mirrored, atol=1e-3, rtol=1e-3)
   # The steps did change the weights: the comparison is not trivial.
   fresh = train_lib.Trainer(tiny_config(extra), str(tmp_path / 'fresh'),
-                            strategy=_one_device())
+                            strategy=one_device())
   assert max(np.abs(a - w.numpy()).max() for a, w in zip(
       train_one, fresh.model.trainable_weights)) > 1e-3
 
@@ -220,7 +215,7 @@ def test_xla_train_step_matches_plain_step(tiny_config, tmp_path):
     config = tiny_config(f'{_THREE_DETERMINISTIC_STEPS},'
                          f'runtime.jit_compile={str(jit).lower()}')
     trainer = train_lib.Trainer(config, str(tmp_path / f'jit_{jit}'),
-                                strategy=_one_device())
+                                strategy=one_device())
     # Private, but the only handle on whether XLA was asked for.
     assert getattr(trainer.steps._train_step_fn, '_jit_compile', None) is (
         True if jit else None)
@@ -264,7 +259,7 @@ def test_eval_uses_the_ema_weights(tiny_config, tmp_path):
   config = tiny_config('train.epochs=0.04,train.stages=0,data.mixup_alpha=0,'
                        'data.cutmix_alpha=0,data.augname=ft_plain,'
                        'train.optimizer=momentum,train.lr_base=0.5')
-  trainer = train_lib.Trainer(config, str(tmp_path), strategy=_one_device())
+  trainer = train_lib.Trainer(config, str(tmp_path), strategy=one_device())
   initial = [v.numpy() for v in trainer.ema.shadows]
   trainer.train()
   raw = trainer.evaluate(use_ema=False)['eval/acc_top1']
@@ -274,7 +269,7 @@ def test_eval_uses_the_ema_weights(tiny_config, tmp_path):
   ema = trainer.evaluate(use_ema=True)['eval/acc_top1']
   assert raw > 0.5 and ema < 0.3, (raw, ema)
   # What --mode=eval reports is the EMA evaluation of the checkpoint.
-  recorded = main.run('eval', config, str(tmp_path), strategy=_one_device())
+  recorded = main.run('eval', config, str(tmp_path), strategy=one_device())
   assert recorded['eval/ema'] is True
   assert recorded['eval/acc_top1'] == pytest.approx(ema, abs=1e-6)
   # Evaluation swapped the raw weights back in afterwards.
@@ -283,7 +278,7 @@ def test_eval_uses_the_ema_weights(tiny_config, tmp_path):
 
 def test_eval_without_checkpoint_is_a_clear_error(tiny_config, tmp_path):
   with pytest.raises(train_errors.TrainingError, match='--mode=train'):
-    main.run('eval', tiny_config(), str(tmp_path), strategy=_one_device())
+    main.run('eval', tiny_config(), str(tmp_path), strategy=one_device())
 
 
 def test_learning_rate_schedule_formulas():
@@ -373,7 +368,7 @@ def test_fused_rmsprop_runs_the_tf1_kernel():
 def test_trainer_stages_cover_its_steps_and_end_at_the_train_size(
     tiny_config, tmp_path):
   config = tiny_config('train.stages=4')
-  trainer = train_lib.Trainer(config, str(tmp_path), strategy=_one_device())
+  trainer = train_lib.Trainer(config, str(tmp_path), strategy=one_device())
   sizes = [s.image_size for s in trainer.plan.stages]
   ends = [s.max_steps for s in trainer.plan.stages]
   assert len(trainer.plan.stages) == 4
@@ -388,7 +383,7 @@ def test_float16_training_uses_loss_scaling(tiny_config, tmp_path):
   config = tiny_config('runtime.mixed_precision=mixed_float16,'
                        'train.epochs=0.01,train.stages=0')
   try:
-    trainer = train_lib.Trainer(config, str(tmp_path), strategy=_one_device())
+    trainer = train_lib.Trainer(config, str(tmp_path), strategy=one_device())
     assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
     assert trainer.model.get_layer('head_conv').compute_dtype == 'float16'
     trainer.train()

@@ -15,7 +15,8 @@ import sys
 import pytest
 import yaml
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO
+
 sys.path.insert(0, os.path.join(REPO, 'patches'))
 import upstream_edits  # noqa: E402  pylint: disable=g-import-not-at-top
 

@@ -29,8 +29,8 @@ from automl_effnetv2 import progressive
 from automl_effnetv2 import run_dir
 from automl_effnetv2 import train_lib
 from automl_effnetv2 import utils
+from conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SEED = tf.constant([3, 4], tf.int32)
 
