@@ -40,17 +40,22 @@ recipe (B0, batch 128, 60,000 images, cosine, 1 warm-up epoch, EMA 0.999):
              main.py does): logits and every moving mean and variance. For
              scale, the same step through Keras 3's own BN
              (`model.fused_bn=false`, biased variance) is shown too.
+  grad       the gradients of the label-smoothed cross-entropy with
+             respect to every trainable variable, upstream's random B0
+             weights on both sides, one random batch at each of the
+             recipe's training sizes (48, 56 and 64 px), training mode.
   aug        each of upstream's 16 RandAugment ops (`NAME_TO_FUNC`, argument
              mapping `level_to_arg` with cutout 40, translate 100, fill 128)
-             at magnitudes 5, 7.5 and 10 on one 64 px image, against the
+             at magnitudes 5, 7.5 and 10 on one image at each of the
+             recipe's training sizes (48, 56 and 64 px), against the
              port's `autoaugment.make_op`. The random parts are fixed on both
              sides: rotate, shear and translate run with each sign (upstream's
              `_randomly_negate_tensor` pinned to it, the port given a seed
              that draws it); cutout at the centre the port's seed draws
              (upstream's `tf.random_uniform` pinned to it). The image is a
              Fashion-MNIST training image as upstream's `ft` path hands it
-             to RandAugment (gray to RGB, [-1, 1], resized to 64 px, back
-             to uint8). Contrast and Sharpness differ by design (deviations
+             to RandAugment (gray to RGB, [-1, 1], resized, back to
+             uint8). Contrast and Sharpness differ by design (deviations
              "Contrast op", "Sharpness op"; no key turns the fixes off);
              Contrast is also run through the port's blend towards
              upstream's target, which must then agree.
@@ -80,6 +85,7 @@ import time
 MODEL = 'efficientnetv2-b0'
 DATASET_CFG = 'fashion_mnist'
 MAGNITUDES = (5.0, 7.5, 10.0)
+AUG_SIZES = (48, 56, 64)  # the recipe's training sizes, stage by stage
 # Upstream's RandAugment constants (autoaugment.distort_image_with_randaugment).
 RA_CUTOUT_CONST, RA_TRANSLATE_CONST, RA_FILL = 40, 100, 128
 ENHANCE_OPS = ('Color', 'Contrast', 'Brightness', 'Sharpness')
@@ -114,6 +120,15 @@ EVAL_ATOL = 1e-6
 BN_STEM_ATOL = 1e-6
 BN_STATS_ATOL = 1e-5
 BN_LOGITS_RTOL = 1e-4
+# Gradients: per variable, |port - upstream| / |upstream| (L2 norms). Some
+# variables' gradients are zero in exact arithmetic (the shift of a batch
+# norm whose every path leads into another training-mode batch norm) and
+# round-off there: a variable's scale is at least GRAD_FLOOR of the largest
+# variable gradient norm.
+GRAD_SIZES = (48, 56, 64)
+GRAD_BATCH = 16
+GRAD_RTOL = 1e-3
+GRAD_FLOOR = 1e-4
 
 TRAIN_IMAGES_FILE = 'train-images-idx3-ubyte.gz'
 
@@ -313,15 +328,44 @@ def upstream_side(automl, work):
   for v, value in zip(stats, after):
     out['bn_stat/' + v.op.name] = value
 
+  # -- gradients at each training size, the same weights -------------------
+  labels = np.load(os.path.join(work, 'grad_labels.npy'))
+  for size in GRAD_SIZES:
+    batch = np.load(os.path.join(work, f'grad_batch_{size}.npy'))
+    with tf.Graph().as_default():
+      tf.keras.backend.set_learning_phase(True)
+      model = effnetv2_model.EffNetV2Model(config.model.model_name,
+                                           config.model)
+      logits = model(tf.constant(batch), training=True)
+      xent = tf.losses.softmax_cross_entropy(
+          onehot_labels=tf.constant(labels), logits=logits,
+          label_smoothing=config.train.label_smoothing)
+      trainable = tf.trainable_variables()
+      grads = tf.gradients(xent, trainable)
+      names = {v.op.name: v for v in tf.global_variables()}
+      released = {(n.replace('/head_1/', '/head/')
+                   if n.replace('/head_1/', '/head/') not in names else n): v
+                  for n, v in names.items()}
+      with tf.Session(config=session_config) as sess:
+        tf.train.Saver(released).restore(
+            sess, os.path.join(work, 'upstream_b0', 'model'))
+        values = sess.run([xent] + grads)
+    out[f'grad{size}_xent'] = np.asarray(values[0])
+    for v, value in zip(trainable, values[1:]):
+      out[f'grad{size}/' + v.op.name.replace('/head_1/', '/head/')] = value
+
   # -- RandAugment ops with their random parts pinned ------------------------
-  image = np.load(os.path.join(work, 'aug_image.npy'))
+  images = {size: np.load(os.path.join(work, f'aug_image_{size}.npy'))
+            for size in AUG_SIZES}
   params = hparams.Config(cutout_const=RA_CUTOUT_CONST,
                           translate_const=RA_TRANSLATE_CONST)
   meta['aug_errors'] = {}
   meta['aug_args'] = {}
   with tf.Graph().as_default(), tf.Session(config=session_config) as sess:
-    x = tf.placeholder(tf.uint8, image.shape)
+    inputs = {size: tf.placeholder(tf.uint8, image.shape)
+              for size, image in images.items()}
     for case in request['aug_cases']:
+      x, image = inputs[case['size']], images[case['size']]
       sign, centre = case.get('sign', 1), case.get('centre')
       centres = list(centre or [])
 
@@ -391,13 +435,13 @@ def read_idx_images(path, count):
   return np.frombuffer(data, np.uint8).reshape(count, rows, cols, 1)
 
 
-def to_64px_rgb(gray, tf):
+def to_rgb_at(gray, size, tf):
   """A 28x28x1 uint8 image as upstream's ft training path hands it to
-  RandAugment: gray repeated to RGB, scaled to [-1, 1], resized to 64 px,
+  RandAugment: gray repeated to RGB, scaled to [-1, 1], resized to `size`,
   back to uint8."""
   image = tf.image.grayscale_to_rgb(tf.constant(gray))
   image = (tf.cast(image, tf.float32) / 255.0 - 0.5) / 0.5
-  image = tf.image.resize(image, [BN_SIZE, BN_SIZE])
+  image = tf.image.resize(image, [size, size])
   image = (image * 0.5 + 0.5) * 255
   return tf.cast(tf.clip_by_value(image, 0.0, 255.0), tf.uint8).numpy()
 
@@ -439,12 +483,20 @@ def run_port_side(args, work, data_file):
 
   # -- shared inputs -------------------------------------------------------
   grays = read_idx_images(data_file, max(EVAL_IMAGES, args.image_index + 1))
-  image = to_64px_rgb(grays[args.image_index], tf)
-  np.save(os.path.join(work, 'aug_image.npy'), image)
+  aug_images = {size: to_rgb_at(grays[args.image_index], size, tf)
+                for size in AUG_SIZES}
+  for size, image in aug_images.items():
+    np.save(os.path.join(work, f'aug_image_{size}.npy'), image)
   np.save(os.path.join(work, 'eval_images.npy'), grays[:EVAL_IMAGES])
   rng = np.random.default_rng(0)
   np.save(os.path.join(work, 'bn_batch.npy'),
           rng.standard_normal((BN_BATCH, BN_SIZE, BN_SIZE, 3), np.float32))
+  for size in GRAD_SIZES:
+    np.save(os.path.join(work, f'grad_batch_{size}.npy'),
+            rng.uniform(-1, 1, (GRAD_BATCH, size, size, 3)).astype(np.float32))
+  np.save(os.path.join(work, 'grad_labels.npy'), np.eye(
+      config.data.num_classes, dtype=np.float32)[
+          rng.integers(0, config.data.num_classes, GRAD_BATCH)])
   k = np.arange(EMA_STEPS + 1, dtype=np.float64)[:, None]
   i = np.arange(EMA_WIDTH, dtype=np.float64)[None, :]
   ema_values = (np.sin(0.37 * k + i) * (1.0 + 1e-3 * k) + 0.1 * i +
@@ -498,35 +550,37 @@ def run_port_side(args, work, data_file):
   cases = []
   sign_seeds = {s: seed_for_sign(autoaugment, tf, s) for s in (1, -1)}
   cutout_seed = [11, 3]
-  centre = port_cutout_centre(autoaugment, tf, cutout_seed, BN_SIZE)
-  x = tf.constant(image)
-  for op in autoaugment.RANDAUGMENT_OPS:
+  meta['cutout_centre'], meta['contrast_upstream_target'] = {}, {}
+  for size, image in aug_images.items():
+    centre = port_cutout_centre(autoaugment, tf, cutout_seed, size)
+    meta['cutout_centre'][size] = centre
+    x = tf.constant(image)
+    for op in autoaugment.RANDAUGMENT_OPS:
+      for level in MAGNITUDES:
+        signs = (1, -1) if op in SIGNED_OPS else (None,)
+        for sign in signs:
+          key = f'{size}px {op}@{level:g}' + (
+              '' if sign is None else ('+' if sign > 0 else '-'))
+          case = dict(key=key, op=op, level=level, size=size)
+          seed = [0, 0]
+          if sign is not None:
+            case['sign'] = sign
+            seed = sign_seeds[sign]
+          if op == 'Cutout':
+            case['centre'] = centre
+            seed = cutout_seed
+          fn = autoaugment.make_op(op, level, RA_TRANSLATE_CONST,
+                                   RA_CUTOUT_CONST, replace=(RA_FILL,) * 3)
+          res['aug/' + key] = fn(x, tf.constant(seed, tf.int32)).numpy()
+          cases.append(case)
+    # Diagnosis of the Contrast deviation: upstream's blend target is the
+    # pixel count / 256 (a histogram's sum over 256), whatever the image.
+    upstream_target = min(255, size * size // 256)
+    meta['contrast_upstream_target'][size] = upstream_target
     for level in MAGNITUDES:
-      signs = (1, -1) if op in SIGNED_OPS else (None,)
-      for sign in signs:
-        key = f'{op}@{level:g}' + ('' if sign is None else
-                                   ('+' if sign > 0 else '-'))
-        case = dict(key=key, op=op, level=level)
-        seed = [0, 0]
-        if sign is not None:
-          case['sign'] = sign
-          seed = sign_seeds[sign]
-        if op == 'Cutout':
-          case['centre'] = centre
-          seed = cutout_seed
-        fn = autoaugment.make_op(op, level, RA_TRANSLATE_CONST,
-                                 RA_CUTOUT_CONST, replace=(RA_FILL,) * 3)
-        res['aug/' + key] = fn(x, tf.constant(seed, tf.int32)).numpy()
-        cases.append(case)
-  meta['cutout_centre'] = centre
-  # Diagnosis of the Contrast deviation: upstream's blend target is the
-  # pixel count / 256 (a histogram's sum over 256), whatever the image.
-  upstream_target = min(255, image.shape[0] * image.shape[1] // 256)
-  meta['contrast_upstream_target'] = upstream_target
-  for level in MAGNITUDES:
-    res[f'aug_contrast_target/{level:g}'] = autoaugment.blend(
-        tf.fill(image.shape, tf.constant(upstream_target, tf.uint8)), x,
-        autoaugment._enhance_factor(level)).numpy()  # pylint: disable=protected-access
+      res[f'aug_contrast_target/{size}px {level:g}'] = autoaugment.blend(
+          tf.fill(image.shape, tf.constant(upstream_target, tf.uint8)), x,
+          autoaugment._enhance_factor(level)).numpy()  # pylint: disable=protected-access
 
   # -- eval preprocessing -----------------------------------------------------
   eval_augnames = [config.data.augname, 'randaug']
@@ -578,6 +632,22 @@ def run_port_side(args, work, data_file):
   res['bn_logits'] = model(tf.constant(batch), training=True).numpy()
   for v, key in stat_keys:
     res['bn_stat/' + key] = v.numpy()
+  # Gradients through the port's model and loss, on the same weights (the
+  # training step above moved only the moving statistics).
+  loss = objective.Objective(config, tf.Variable(0, dtype=tf.int64),
+                             progressive.run_plan(config))
+  labels = tf.constant(np.load(os.path.join(work, 'grad_labels.npy')))
+  keys = {id(v): key for v, key in plan.assign}
+  for size in GRAD_SIZES:
+    images = tf.constant(np.load(os.path.join(work,
+                                              f'grad_batch_{size}.npy')))
+    with tf.GradientTape() as tape:
+      xent = tf.reduce_mean(loss.per_example_loss(
+          labels, model(images, training=True)))
+    grads = tape.gradient(xent, model.trainable_variables)
+    res[f'grad{size}_xent'] = xent.numpy()
+    for v, g in zip(model.trainable_variables, grads):
+      res[f'grad{size}/' + keys[id(v)]] = g.numpy()
   bn_layers = [l for l in model.layers
                if isinstance(l, keras.layers.BatchNormalization)]
   meta['bn_layers'] = [dict(name=l.name, cls=type(l).__name__,
@@ -735,6 +805,29 @@ def compare(args, config, res, meta, up, up_meta, lr_runs, cases,
                          all_worst=worst_key, logits=ld,
                          logits_rel=lrel, missing=missing)
 
+  # -- grad --
+  meta['grad_diff'] = {}
+  for size in GRAD_SIZES:
+    prefix = f'grad{size}/'
+    keys = sorted(k[len(prefix):] for k in up if k.startswith(prefix))
+    missing = [k for k in keys if prefix + k not in res]
+    norms = {k: float(np.linalg.norm(up[prefix + k])) for k in keys}
+    floor = GRAD_FLOOR * max(norms.values(), default=0.0)
+    rel = {k: float(np.linalg.norm(res[prefix + k].astype(np.float64) -
+                                   up[prefix + k])) / max(norms[k], floor)
+           for k in keys if k not in missing}
+    worst = max(rel, key=rel.get) if rel else '-'
+    xd = abs(float(res[f'grad{size}_xent']) - float(up[f'grad{size}_xent']))
+    row('grad', f'{size}px, batch {GRAD_BATCH}: {len(keys)} trainable '
+        'variables', f'worst rel {rel.get(worst, float("inf")):.1e} '
+        f'({"/".join(worst.split("/")[1:])}), median '
+        f'{float(np.median(list(rel.values()))) if rel else float("inf"):.1e}'
+        f'; loss {float(up[f"grad{size}_xent"]):.4f} on both, diff {xd:.1e}',
+        'ok' if rel and not missing and max(rel.values()) <= GRAD_RTOL
+        else 'FAIL')
+    meta['grad_diff'][size] = dict(worst=worst, worst_rel=rel.get(worst),
+                                   missing=missing, xent_diff=xd)
+
   # -- aug --
   meta['aug_diff'] = {}
   for case in cases:
@@ -744,7 +837,7 @@ def compare(args, config, res, meta, up, up_meta, lr_runs, cases,
     if 'sign' in case:
       note = 'sign pinned'
     if case['op'] == 'Cutout':
-      note = f'centre pinned to {meta["cutout_centre"]}'
+      note = f'centre pinned to {meta["cutout_centre"][case["size"]]}'
     if error:
       row('aug', key, f'upstream error: {error[:80]}', 'FAIL', note)
       continue
@@ -763,17 +856,20 @@ def compare(args, config, res, meta, up, up_meta, lr_runs, cases,
     else:
       row('aug', key, result, 'ok' if pixels == 0 else 'FAIL', note)
 
-  for level in MAGNITUDES:
-    key = f'Contrast@{level:g}'
-    if 'aug/' + key not in up:
-      continue
-    diff = np.abs(res[f'aug_contrast_target/{level:g}'].astype(np.int32) -
-                  up['aug/' + key].astype(np.int32))
-    pixels = int(np.sum(np.any(diff > 0, axis=-1)))
-    row('aug', f'  {key}: port blend to upstream\'s target '
-        f'{meta["contrast_upstream_target"]}', f'max {int(diff.max())}, '
-        f'{pixels} px differ', 'ok' if pixels == 0 else 'FAIL',
-        'the difference is the blend target alone')
+  for size in AUG_SIZES:
+    for level in MAGNITUDES:
+      key = f'{size}px Contrast@{level:g}'
+      if 'aug/' + key not in up:
+        continue
+      diff = np.abs(
+          res[f'aug_contrast_target/{size}px {level:g}'].astype(np.int32) -
+          up['aug/' + key].astype(np.int32))
+      pixels = int(np.sum(np.any(diff > 0, axis=-1)))
+      row('aug', f"  {key}: port blend to upstream's target "
+          f'{meta["contrast_upstream_target"][size]}',
+          f'max {int(diff.max())}, {pixels} px differ',
+          'ok' if pixels == 0 else 'FAIL',
+          'the difference is the blend target alone')
 
   # -- eval --
   for augname in eval_augnames:

@@ -71,6 +71,8 @@ def parse_args(argv):
                       help='whole epochs (upstream fails on fractions)')
   parser.add_argument('--seeds', type=int, default=2)
   parser.add_argument('--modes', default='none,no_progressive')
+  parser.add_argument('--sides', default=','.join(SIDES),
+                      help='which sides to train (more runs of one side)')
   parser.add_argument('--same_init', action='store_true',
                       help="port runs start from the initial weights of "
                       "upstream's run with the same mode and seed")
@@ -82,6 +84,9 @@ def check_args(args):
   """One line naming the problem and the fix, or None."""
   if args.epochs < 1 or args.seeds < 1:
     return '--epochs and --seeds must be at least 1.'
+  unknown = set(args.sides.split(',')) - set(SIDES)
+  if unknown:
+    return f'--sides takes {" and/or ".join(SIDES)}, not {sorted(unknown)}.'
   if args.report_only:
     return None
   if not args.automl or not os.path.isfile(
@@ -270,9 +275,10 @@ def train_port(args, mode, seed, folder):
 
 def run_all(args):
   modes = args.modes.split(',')
+  sides = [side for side in SIDES if side in args.sides.split(',')]
   for seed in range(args.seeds):
     for mode in modes:
-      for side in SIDES:
+      for side in sides:
         folder = os.path.join(args.output_dir, side, mode, f'seed_{seed}')
         summary_path = os.path.join(folder, 'summary.json')
         name = f'{side}/{mode}/seed_{seed}'
