@@ -155,7 +155,7 @@ class ImageNetInput:
                seed: int = 0, tfds_data_dir: Optional[str] = None,
                parallel_calls: Optional[int] = None,
                shuffle_size_k: Optional[float] = None,
-               num_images: Optional[int] = None):
+               num_images: Optional[int] = None, stream: int = 0):
     if image_size < 1:
       raise ValueError(f'image_size must be positive, got {image_size}')
     self.is_training = is_training
@@ -173,6 +173,11 @@ class ImageNetInput:
     # how many fake examples data_dir=null yields.
     self._num_images = num_images
     self.seed = int(seed)
+    # Which of a run's training streams this is: 0, the run's one stream;
+    # k > 0, the stream of stage k when every stage starts a new input
+    # (train.restart_input_each_stage). It keys the shuffles and the
+    # augmentation draws, so each stage's stream is its own.
+    self.stream = int(stream)
     self.tfds_data_dir = tfds_data_dir
     # None: tf.data's autotuner picks map parallelism and prefetch depth;
     # n: n parallel calls, two batches prefetched, autotuner off
@@ -243,7 +248,8 @@ class ImageNetInput:
     if self.is_training:
       # Upstream reads the files in a new order every epoch; seeded here,
       # so the order is a function of the run seed (exact resume).
-      ds = ds.shuffle(len(files), seed=self.seed + 104729 * pipeline_id,
+      ds = ds.shuffle(len(files), seed=self._shuffle_seed(104729,
+                                                          pipeline_id),
                       reshuffle_each_iteration=True)
     ds = ds.interleave(
         lambda f: tf.data.TFRecordDataset(f, buffer_size=8 * 1024 * 1024),
@@ -261,15 +267,22 @@ class ImageNetInput:
     return features['image/encoded'], tf.one_hot(label, self.num_classes)
 
   # -- pipelines -----------------------------------------------------------
+  def _shuffle_seed(self, prime, pipeline_id):
+    return self.seed + prime * pipeline_id + 15485863 * self.stream
+
+  def _stream_seed(self, tag, pipeline_id):
+    seed = tf.constant([self.seed, tag], tf.int64)
+    if self.stream:  # Stream 0 keeps the seeds runs had before streams.
+      seed = tf.random.experimental.stateless_fold_in(seed, self.stream)
+    return tf.random.experimental.stateless_fold_in(seed, pipeline_id)
+
   def _example_seed(self, pipeline_id, index):
-    seed = tf.random.experimental.stateless_fold_in(
-        tf.constant([self.seed, 0x5EED], tf.int64), pipeline_id)
-    return tf.random.experimental.stateless_fold_in(seed, index)
+    return tf.random.experimental.stateless_fold_in(
+        self._stream_seed(0x5EED, pipeline_id), index)
 
   def _batch_seed(self, pipeline_id, batch_index):
-    seed = tf.random.experimental.stateless_fold_in(
-        tf.constant([self.seed, 0x313C], tf.int64), pipeline_id)
-    return tf.random.experimental.stateless_fold_in(seed, batch_index)
+    return tf.random.experimental.stateless_fold_in(
+        self._stream_seed(0x313C, pipeline_id), batch_index)
 
   def mixing_alphas(self):
     """(mixup, cutmix) alphas this input applies to its training batches."""
@@ -305,7 +318,7 @@ class ImageNetInput:
         ds = ds.cache()
       if not self.is_fake:  # Upstream does not shuffle identical examples.
         ds = ds.shuffle(self.shuffle_buffer_size(),
-                        seed=self.seed + 7919 * pipeline_id,
+                        seed=self._shuffle_seed(7919, pipeline_id),
                         reshuffle_each_iteration=True)
       ds = ds.repeat()
       ds = ds.enumerate().skip(start_batch * batch_size)
@@ -534,11 +547,12 @@ def get_dataset_class(ds_name: str):
 
 
 def build_dataset_input(is_training, settings, config, split=None,
-                        image_dtype=None, data_dir=None):
+                        image_dtype=None, data_dir=None, stream=0):
   """An Input for run `config`'s dataset (its `data` section, the run seed)
   with `settings` (a progressive.StageSettings: image size, augmentation,
   and mixing when training); `data_dir` (--data_dir) wins over the
-  config's."""
+  config's; `stream` picks one of the run's training streams (see
+  Input.stream)."""
   data = config.data
   ds_cls = get_dataset_class(data.ds_name)
   split_info = data.splits.get(
@@ -557,7 +571,7 @@ def build_dataset_input(is_training, settings, config, split=None,
       tfds_data_dir=data.get('tfds_data_dir'),
       parallel_calls=data.get('parallel_calls'),
       shuffle_size_k=data.get('shuffle_size_k'),
-      num_images=split_info.get('num_images'))
+      num_images=split_info.get('num_images'), stream=stream)
 
 
 # -- training configs ---------------------------------------------------------

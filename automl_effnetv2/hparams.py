@@ -366,6 +366,11 @@ base_config = Config(
         weight_decay_exclude='.*(bias|gamma|beta).*',
         label_smoothing=0.1,
         gclip=0,
+        # Port: True reads every stage from the start of a new input
+        # stream, as upstream's stage loop builds a new input per stage
+        # (for an unshuffled source each stage then starts again at the
+        # same examples); False, one stream through the stages.
+        restart_input_each_stage=False,
         batch_size=4096,
         isize=None,
         split=None,

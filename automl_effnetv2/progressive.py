@@ -59,6 +59,10 @@ class RunPlan:
   def stage_at_step(self, step: int) -> Optional[Stage]:
     return stage_at_step(self.stages, step)
 
+  def stage_start(self, stage: Stage) -> int:
+    """The global step at which `stage` begins."""
+    return self.stages[stage.index - 1].max_steps if stage.index else 0
+
 
 def train_steps(epochs: float, num_train_images: int, batch_size: int,
                 min_steps: int = 0) -> int:

@@ -196,10 +196,11 @@ class Trainer:
 
   # -- stages and inputs ------------------------------------------------------
   def _input(self, is_training: bool, settings: progressive.StageSettings,
-             split: str, config: Optional[hparams.Config] = None):
+             split: str, config: Optional[hparams.Config] = None,
+             stream: int = 0):
     return datasets.build_dataset_input(
         is_training, settings, config or self.config, split,
-        image_dtype=self.image_dtype, data_dir=self.data_dir)
+        image_dtype=self.image_dtype, data_dir=self.data_dir, stream=stream)
 
   def _eval_settings(self) -> progressive.StageSettings:
     return progressive.StageSettings(self.eval_size, self.augment)
@@ -210,19 +211,30 @@ class Trainer:
     self.model.set_dropout_rate(stage.dropout_rate)
 
   def stage_input(self, stage: progressive.StageSettings,
-                  config: Optional[hparams.Config] = None):
+                  config: Optional[hparams.Config] = None, stream: int = 0):
     """The training Input of a stage (its size, augmentation and mixing);
     `config` replaces the run's (benchmarks of pipeline options)."""
-    return self._input(True, stage, self.train_split, config)
+    return self._input(True, stage, self.train_split, config, stream)
 
   def stage_iterator(self, stage: progressive.StageSettings, start_step: int,
                      config: Optional[hparams.Config] = None):
     """Sets the stage's dropout; returns its training batches from
-    `start_step` on (the stream is a function of the step)."""
+    `start_step` on (the stream is a function of the step).
+
+    With train.restart_input_each_stage, a stage of the plan reads its own
+    stream from that stream's start, as upstream's stage loop, which builds
+    a new input for every stage: the stream of stage k, from the step's
+    position in the stage.
+    """
     self.set_stage_dropout(stage)
-    inp = self.stage_input(stage, config)
+    stream, position = 0, start_step
+    if (self.config.train.get('restart_input_each_stage') and
+        isinstance(stage, progressive.Stage)):
+      stream = stage.index + 1
+      position = start_step - self.plan.stage_start(stage)
+    inp = self.stage_input(stage, config, stream)
     dist = self.strategy.distribute_datasets_from_function(
-        inp.distribute_dataset_fn(self.config.train.batch_size, start_step))
+        inp.distribute_dataset_fn(self.config.train.batch_size, position))
     return iter(dist)
 
   def run_steps(self, iterator, num_steps: int):

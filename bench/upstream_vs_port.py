@@ -73,6 +73,9 @@ def parse_args(argv):
   parser.add_argument('--modes', default='none,no_progressive')
   parser.add_argument('--sides', default=','.join(SIDES),
                       help='which sides to train (more runs of one side)')
+  parser.add_argument('--port_hparams', default='',
+                      help="extra hparam overrides for the port's runs, e.g. "
+                      'train.restart_input_each_stage=true')
   parser.add_argument('--same_init', action='store_true',
                       help="port runs start from the initial weights of "
                       "upstream's run with the same mode and seed")
@@ -239,6 +242,8 @@ def upstream_initial_weights(output_dir, mode, seed):
 def train_port(args, mode, seed, folder):
   hparams = (f'train.epochs={args.epochs},runtime.seed={seed},'
              f'{UPSTREAM_AUGMENTATION}')
+  if args.port_hparams:
+    hparams += ',' + args.port_hparams
   if args.same_init:
     initial = upstream_initial_weights(args.output_dir, mode, seed)
     if not os.path.isfile(initial + '.index'):

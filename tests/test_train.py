@@ -41,6 +41,39 @@ def test_two_stages_train_and_the_loss_falls(tiny_config, tmp_path):
   assert tf.train.latest_checkpoint(str(tmp_path)).endswith('ckpt-150')
 
 
+def _first_batches(trainer, stage, step, count):
+  iterator = trainer.stage_iterator(stage, step)
+  return [next(iterator) for _ in range(count)]
+
+
+@pytest.mark.parametrize('restart', [False, True])
+def test_stages_read_one_stream_or_restart_as_upstream(tiny_config, tmp_path,
+                                                       restart):
+  """By default the stages go on through one stream; with
+  train.restart_input_each_stage each stage reads a new stream from its
+  start, as upstream's stage loop does, and resumes inside it."""
+  # Without shuffling (a buffer of one example), a stream is the file order.
+  config = tiny_config('train.stages=2,data.mixup_alpha=0,'
+                       'data.cutmix_alpha=0,data.shuffle_size_k=0.0001,'
+                       f'train.restart_input_each_stage={restart}')
+  trainer = train_lib.Trainer(config, str(tmp_path), strategy=one_device())
+  first, second = trainer.plan.stages
+  start = trainer.plan.stage_start(second)
+  assert start == first.max_steps > 2
+  head = _first_batches(trainer, first, 0, 1)[0]
+  batches = _first_batches(trainer, second, start, 3)
+  labels = lambda batch: np.argmax(batch[1].numpy(), -1).tolist()
+  assert (labels(batches[0]) == labels(head)) == restart
+  # Resuming inside the stage reads on where the stage's stream was.
+  resumed = _first_batches(trainer, second, start + 2, 1)[0]
+  np.testing.assert_array_equal(resumed[0].numpy(), batches[2][0].numpy())
+  # The continuing stream at the stage's start is the run's one stream.
+  if not restart:
+    np.testing.assert_array_equal(
+        labels(batches[0]),
+        labels(_first_batches(trainer, first, start, 1)[0]))
+
+
 def test_stage_settings_reach_model_and_pipeline(tiny_config, tmp_path):
   config = tiny_config('train.stages=3,train.sched_dropout=true,'
                        'model.dropout_rate=0.3,data.ram=11,'
