@@ -29,6 +29,10 @@ the same mode and seed started from (its `model.ckpt-0`, loaded with
 their random streams (data order, augmentation draws), not in the draw of
 the initial weights.
 
+`--cross_eval` evaluates each finished upstream run's last checkpoint (its
+EMA weights) with the port's evaluator and records the top-1 in the run's
+summary beside upstream's own evaluation: the two evaluators must agree.
+
 `--report_only` rebuilds `<results>.json` and `<results>.png` (train
 cross-entropy per log interval, mean over seeds, both sides) from the
 summaries.
@@ -79,6 +83,8 @@ def parse_args(argv):
   parser.add_argument('--same_init', action='store_true',
                       help="port runs start from the initial weights of "
                       "upstream's run with the same mode and seed")
+  parser.add_argument('--cross_eval', action='store_true',
+                      help="evaluate upstream's checkpoints with the port")
   parser.add_argument('--report_only', action='store_true')
   return parser.parse_args(argv)
 
@@ -308,6 +314,43 @@ def run_all(args):
   return 0
 
 
+def cross_evaluate(output_dir):
+  """Adds `port_eval_top1` to every upstream summary that lacks it: the
+  port's evaluation of the run's last checkpoint, EMA weights, on the
+  recipe's eval split at its eval size."""
+  sys.path.insert(0, REPO)
+  # pylint: disable=import-outside-toplevel
+  import tempfile
+  import tensorflow as tf
+  from automl_effnetv2 import pretrained
+  from automl_effnetv2 import run_config
+  from automl_effnetv2 import train_lib
+  config = run_config.build_config('efficientnetv2-b0', 'fashion_mnist',
+                                   UPSTREAM_AUGMENTATION)
+  trainer = None
+  for path in sorted(glob.glob(os.path.join(output_dir, 'upstream', '*',
+                                            'seed_*', 'summary.json'))):
+    with open(path, encoding='utf-8') as f:
+      summary = json.load(f)
+    if 'port_eval_top1' in summary:
+      continue
+    if trainer is None:
+      trainer = train_lib.Trainer(config, tempfile.mkdtemp(
+          prefix='cross_eval_'))
+      size = trainer.eval_size
+      trainer.model(tf.zeros([1, size, size, 3]), training=False)
+    checkpoint = os.path.join(os.path.dirname(path),
+                              f"model.ckpt-{summary['eval_step']}")
+    pretrained.load_pretrained(trainer.model, checkpoint, use_ema=True)
+    summary['port_eval_top1'] = trainer.evaluate(
+        use_ema=False)['eval/acc_top1']
+    with open(path, 'w', encoding='utf-8') as f:
+      json.dump(summary, f)
+    print(f"{os.path.dirname(path)}: upstream's evaluation "
+          f"{100 * summary['top1']:.2f} %, the port's "
+          f"{100 * summary['port_eval_top1']:.2f} %", flush=True)
+
+
 def load_summaries(output_dir):
   found = []
   for path in sorted(glob.glob(os.path.join(output_dir, '*', '*', 'seed_*',
@@ -346,6 +389,7 @@ def report(args):
     last = [v for v in curve[-(len(curve) // 3):] if v is not None]
     cell['runs'].append({
         'seed': s['seed'], 'top1': s['top1'], 'eval_step': s['eval_step'],
+        'port_eval_top1': s.get('port_eval_top1'),
         'process_seconds': s['process_seconds'],
         'images_per_second_by_stage': rates,
         'last_stage_xent': sum(last) / len(last),
@@ -416,6 +460,8 @@ def main(argv=None):
     code = run_all(args)
     if code:
       return code
+  if args.cross_eval:
+    cross_evaluate(args.output_dir)
   return report(args)
 
 
