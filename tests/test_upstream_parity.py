@@ -341,13 +341,12 @@ def test_preprocessing(augname):  # PreprocessingTest.test_preprocessing
   assert np.all(np.abs(out.numpy()) <= 1.0 + 1e-6)
 
 
-def _gradient_jpeg(height, width):
-  rows = np.linspace(0, 255, height)[:, None]
-  cols = np.linspace(0, 255, width)[None, :]
-  image = np.stack([np.broadcast_to(rows, (height, width)),
-                    np.broadcast_to(cols, (height, width)),
-                    127.5 + 127.5 * np.sin(rows / 9.0 + cols / 13.0)], -1)
-  return tf.io.encode_jpeg(tf.constant(image.astype(np.uint8)))
+def _noise_jpeg(height, width):
+  """Noise with 4:2:0 chroma (ImageNet's usual JPEG layout): neighbouring
+  pixels differ, so a crop one pixel off gives other values."""
+  rng = np.random.default_rng(height * 1000 + width)
+  image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+  return tf.io.encode_jpeg(tf.constant(image), chroma_downsampling=True)
 
 
 def _upstream_legacy_eval(jpeg, image_size):
@@ -367,12 +366,19 @@ def _upstream_legacy_eval(jpeg, image_size):
 def test_legacy_eval_preprocessing_of_a_jpeg_is_upstreams():
   # 301 x 257 px at 224: crop 224, margins 77 and 33, both odd, so the two
   # offset roundings give different crops.
-  jpeg = _gradient_jpeg(301, 257)
+  jpeg = _noise_jpeg(301, 257)
+  expected = _upstream_legacy_eval(jpeg, 224)
   got = preprocessing.preprocess_image(
       jpeg, 224, False,
       augment=augment_spec.AugmentSpec(policy='effnetv1_autoaug'))
-  np.testing.assert_allclose(got, _upstream_legacy_eval(jpeg, 224),
-                             atol=1e-5)
+  np.testing.assert_allclose(got, expected, atol=1e-5)
+  # The test can fail: the crop rounded the other way gives other pixels.
+  floor = tf.image.decode_and_crop_jpeg(jpeg, [77 // 2, 33 // 2, 224, 224],
+                                        channels=3)
+  other = ((tf.compat.v1.image.resize_bicubic(floor[None], [224, 224])[0] -
+            preprocessing.IMAGENET_MEAN_RGB) /
+           preprocessing.IMAGENET_STDDEV_RGB)
+  assert np.abs(other.numpy() - expected).max() > 1e-2
 
 
 # -- autoaugment_test.py -------------------------------------------------------
