@@ -1,0 +1,103 @@
+"""The side-by-side driver and the stage-switch probe without training:
+their flag checks, the report built from run summaries, and the refusal of
+--same_init before upstream's run exists."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, os.path.join(REPO, 'bench'))
+import upstream_vs_port  # noqa: E402  pylint: disable=g-import-not-at-top
+
+STAGE_SWITCH = os.path.join(REPO, 'bench', 'stage_switch.py')
+
+
+def _summary(side, mode, seed, top1, **extra):
+  summary = dict(side=side, mode=mode, seed=seed, epochs=2, top1=top1,
+                 eval_step=937, process_seconds=600.0,
+                 images_per_second_by_stage=[300.0, 250.0, 200.0])
+  summary.update(extra)
+  return summary
+
+
+def _write(output_dir, summary):
+  folder = os.path.join(output_dir, summary['side'], summary['mode'],
+                        f"seed_{summary['seed']}")
+  os.makedirs(folder)
+  with open(os.path.join(folder, 'summary.json'), 'w') as f:
+    json.dump(summary, f)
+
+
+def test_report_averages_upstream_steps_into_the_ports_intervals(tmp_path):
+  ends = [64 * k for k in range(1, 15)] + [937]
+  # The port logs one mean per interval; upstream one value per step.
+  port = _summary('port', 'none', 0, 0.80,
+                  xent_windows=[[end, 2.0] for end in ends])
+  upstream = _summary('upstream', 'none', 0, 0.85, port_eval_top1=0.85,
+                      xent=[[step, 0.0, 1.0 if step <= 64 else 3.0]
+                            for step in range(1, 938)])
+  second = _summary('upstream', 'none', 1, 0.79,
+                    xent=[[step, 0.0, 2.0] for step in range(1, 938)])
+  for summary in (port, upstream, second):
+    _write(str(tmp_path / 'runs'), summary)
+  args = upstream_vs_port.parse_args(
+      ['--report_only', '--output_dir', str(tmp_path / 'runs'),
+       '--results', str(tmp_path / 'report')])
+  assert upstream_vs_port.report(args) == 0
+  with open(tmp_path / 'report.json') as f:
+    cells = json.load(f)['cells']
+  up = cells['none/upstream']
+  assert up['top1_mean'] == pytest.approx(0.82)
+  assert up['top1_range'] == [0.79, 0.85]
+  first_run = up['runs'][0]
+  assert first_run['xent_curve'][:2] == [1.0, 3.0]
+  assert first_run['port_eval_top1'] == 0.85
+  assert up['runs'][1]['port_eval_top1'] is None
+  assert cells['none/port']['runs'][0]['xent_curve'] == [2.0] * len(ends)
+  assert (tmp_path / 'report.png').stat().st_size > 0
+
+
+def test_flag_mistakes_get_one_line(tmp_path):
+  args = upstream_vs_port.parse_args(['--sides', 'port,theirs'])
+  assert upstream_vs_port.check_args(args) == (
+      "--sides takes upstream and/or port, not ['theirs'].")
+  args = upstream_vs_port.parse_args(['--automl', str(tmp_path)])
+  assert '--automl must be' in upstream_vs_port.check_args(args)
+
+
+def test_same_init_waits_for_upstreams_run(tmp_path, capsys):
+  args = upstream_vs_port.parse_args(
+      ['--same_init', '--output_dir', str(tmp_path)])
+  folder = str(tmp_path / 'port' / 'none' / 'seed_0')
+  assert upstream_vs_port.train_port(args, 'none', 0, folder) is None
+  expected = upstream_vs_port.upstream_initial_weights(str(tmp_path), 'none',
+                                                       0)
+  assert expected == str(tmp_path / 'upstream' / 'none' / 'seed_0' /
+                         'model.ckpt-0')
+  assert f'--same_init: {expected} is missing' in capsys.readouterr().out
+  assert not os.path.exists(folder)  # Nothing trained, nothing written.
+
+
+@pytest.mark.parametrize('flags,message', [
+    (['--config', '/nonexistent'], '--config must be a port run folder'),
+    (['--steps', '12'], '--steps must be a positive multiple of 8'),
+    (['--state', 'x/ckpt-312', '--init', 'y/model.ckpt-0'],
+     'give --state (go on from a stage end) or --init'),
+    (['--write_upstream_stream', '/tmp/s'],
+     '--write_upstream_stream needs --automl'),
+])
+def test_stage_switch_refuses_bad_flags_in_one_line(tmp_path, flags, message):
+  config = tmp_path / 'run'
+  config.mkdir()
+  (config / 'config.yaml').write_text('{}\n')
+  if '--config' not in flags and '--write_upstream_stream' not in flags:
+    flags = ['--config', str(config)] + flags
+  proc = subprocess.run([sys.executable, STAGE_SWITCH, *flags],
+                        capture_output=True, text=True, check=False)
+  assert proc.returncode == 2
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and message in lines[0], proc.stderr
