@@ -38,6 +38,11 @@ ds_register = functools.partial(hparams.register, prefix='ds:')
 AUTOTUNE = tf.data.AUTOTUNE
 
 
+# Input.class_names for ImageNet's 1000 classes: Keras' class index, which
+# Keras downloads once (labels.imagenet_class_names).
+KERAS_IMAGENET_CLASSES = 'keras:imagenet_class_index'
+
+
 class DatasetError(ValueError):
   """The dataset cannot be read as configured; the message says the fix."""
 
@@ -145,6 +150,9 @@ class ImageNetInput:
   )
   # Upstream's shuffle buffer (shuffle_size_k = 128): 131,072 examples.
   shuffle_buffer = 128 * 1024
+  # The names of the label indices, in order (a tuple), for printed
+  # predictions and exported models; KERAS_IMAGENET_CLASSES; or None.
+  class_names = KERAS_IMAGENET_CLASSES
 
   def __init__(self, is_training: bool, image_size: int, image_dtype=None,
                data_dir: Optional[str] = None, split: Optional[str] = None,
@@ -370,6 +378,8 @@ class ImageNetInput:
 class ImageNet21kInput(ImageNetInput):
   """ImageNet-21k TFRecords: 'image' bytes and multi-hot 'labels'."""
 
+  class_names = None
+
   cfg = copy.deepcopy(ImageNetInput.cfg)
   cfg.update(dict(
       num_classes=21843,
@@ -401,6 +411,8 @@ class ImageNet21kInput(ImageNetInput):
 
 class CIFAR10Input(ImageNetInput):
   """CIFAR-10 from tfds."""
+
+  class_names = None
 
   cfg = copy.deepcopy(ImageNetInput.cfg)
   cfg.update(dict(
@@ -483,6 +495,7 @@ class CarsInput(CIFAR10Input):
 
 
 class ImageNetTfdsInput(CIFAR10Input):
+  class_names = KERAS_IMAGENET_CLASSES
   cfg = copy.deepcopy(CIFAR10Input.cfg)
   cfg.update(dict(
       num_classes=1000,
@@ -504,6 +517,9 @@ class FashionMNISTInput(CIFAR10Input):
   offline; 'tfds' or no local files means tfds' own download.
   """
 
+  # From the dataset's documentation.
+  class_names = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
+                 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
   cfg = copy.deepcopy(CIFAR10Input.cfg)
   cfg.update(dict(
       num_classes=10,

@@ -1,7 +1,8 @@
-"""Class names for printing predictions.
+"""Class names for printing predictions and for exported models.
 
-Fashion-MNIST's ten names are here (from the dataset's documentation), so
-they work offline. ImageNet's 1000 come from Keras
+Each dataset's Input class says what its label indices are called
+(`datasets.Input.class_names`): Fashion-MNIST's ten names are written there,
+so they work offline. ImageNet's 1000 come from Keras
 (`keras.applications.imagenet_utils.decode_predictions`), which downloads
 `imagenet_class_index.json` once into `~/.keras/models/`; without it and
 without a network they are unavailable and callers print class indices.
@@ -10,9 +11,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-FASHION_MNIST = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
-                 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
-IMAGENET_DATASETS = ('imagenet', 'imagenettfds')
+from automl_effnetv2 import datasets
+
 IMAGENET_CLASSES = 1000
 
 
@@ -39,9 +39,18 @@ def class_names(dataset: str, num_classes: int
 
 def lookup(dataset: str, num_classes: int
            ) -> Tuple[Optional[List[str]], str]:
-  """(names or None, a note saying why there are none; '' when not needed)."""
-  if dataset == 'fashion_mnist' and num_classes == len(FASHION_MNIST):
-    return list(FASHION_MNIST), ''
-  if dataset in IMAGENET_DATASETS and num_classes == IMAGENET_CLASSES:
-    return imagenet_class_names()
+  """(names or None, a note saying why there are none; '' when not needed).
+
+  Names are given only when they fit the model's class count.
+  """
+  try:
+    names = datasets.get_dataset_class(dataset).class_names
+  except datasets.DatasetError:  # A dataset this version does not know.
+    return None, ''
+  if names == datasets.KERAS_IMAGENET_CLASSES:
+    if num_classes == IMAGENET_CLASSES:
+      return imagenet_class_names()
+    return None, ''
+  if names and len(names) == num_classes:
+    return list(names), ''
   return None, ''

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from conftest import REPO, TF_NATIVE_LOG
 from automl_effnetv2 import augment_spec
+from automl_effnetv2 import datasets
 from automl_effnetv2 import export
 from automl_effnetv2 import infer
 from automl_effnetv2 import labels
@@ -100,7 +101,7 @@ def test_saved_model_takes_rgb_images_of_any_size(exported_run):
                              atol=1e-3)
   meta = saved.signatures['metadata']()
   assert [n.decode() for n in meta['class_names'].numpy()] == list(
-      labels.FASHION_MNIST)
+      datasets.FashionMNISTInput.class_names)
 
 
 def _write_pngs(folder, images):
@@ -116,7 +117,7 @@ def test_infer_prints_the_top_five_class_names(exported_run, tmp_path):
   config, model_dir, paths = exported_run
   images, _ = _fashion_mnist_test_images(2)
   files = _write_pngs(str(tmp_path), images)
-  top1 = [labels.FASHION_MNIST[i]
+  top1 = [datasets.FashionMNISTInput.class_names[i]
           for i in _keras_logits(paths, config, images).argmax(-1)]
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
   result = subprocess.run(
@@ -205,3 +206,18 @@ def test_imagenet_names_unavailable_offline_are_announced(monkeypatch,
   assert note.startswith('ImageNet class names are unavailable')
   predictor = infer.Predictor(lambda images: np.eye(1000)[7], 'imagenet', 1000)
   assert predictor.top(np.zeros((4, 4, 3), np.uint8), 1) == [('class 7', 1.0)]
+
+
+def test_class_names_come_from_the_datasets_input(monkeypatch):
+  assert labels.lookup('fashion_mnist', 10) == (
+      list(datasets.FashionMNISTInput.class_names), '')
+  # Names are given only when they fit the model's class count.
+  assert labels.lookup('fashion_mnist', 1000) == (None, '')
+  assert labels.lookup('imagenet21k', 21843) == (None, '')
+  assert labels.lookup('cifar10', 10) == (None, '')
+  assert labels.lookup('no_such_dataset', 10) == (None, '')
+  # A new dataset names its classes on its Input, nowhere else.
+  monkeypatch.setattr(datasets.CIFAR10Input, 'class_names',
+                      tuple(f'c{i}' for i in range(10)))
+  assert labels.class_names('cifar10', 10) == [f'c{i}' for i in range(10)]
+  assert labels.class_names('cifar100', 100) is None
