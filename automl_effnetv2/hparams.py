@@ -222,10 +222,19 @@ def is_number(value) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# Switches that also take a word: runtime.mixed_precision names a Keras
+# precision policy as well.
+_SWITCHES_TAKING_WORDS = ('runtime.mixed_precision',)
+
+
 def _check_value_type(path, current, value):
-  """Rejects a word where a number belongs (`train.batch_size=abc`)."""
+  """Rejects a word where a number or a switch belongs
+  (`train.batch_size=abc`, `train.sched_dropout=maybe`)."""
   if is_number(current) and isinstance(value, str):
     raise ConfigError(f'{path!r} takes a number, got {value!r}')
+  if (isinstance(current, bool) and isinstance(value, str) and
+      path not in _SWITCHES_TAKING_WORDS):
+    raise ConfigError(f'{path!r} takes true or false, got {value!r}')
 
 
 def _unknown_key_message(key, valid_keys) -> str:

@@ -77,6 +77,19 @@ def test_word_for_a_number_is_refused():
     copy.deepcopy(hparams.base_config).override('train.batch_size=abc')
 
 
+def test_word_for_a_switch_is_refused():
+  config = copy.deepcopy(hparams.base_config)
+  with pytest.raises(hparams.ConfigError,
+                     match="'train.restart_input_each_stage' takes true or "
+                     "false, got 'maybe'"):
+    config.override('train.restart_input_each_stage=maybe')
+  config.override('train.restart_input_each_stage=true')
+  assert config.train.restart_input_each_stage is True
+  # runtime.mixed_precision is a switch that also names a Keras policy.
+  config.override('runtime.mixed_precision=mixed_bfloat16')
+  assert config.runtime.mixed_precision == 'mixed_bfloat16'
+
+
 def test_replacing_a_group_by_a_scalar_is_refused():
   with pytest.raises(hparams.ConfigError, match='group of settings'):
     copy.deepcopy(hparams.base_config).override('train=3')
