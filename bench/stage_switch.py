@@ -31,6 +31,7 @@ levels after RandAugment, so the files hold them exactly.
 """
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -96,6 +97,19 @@ def parse_args(argv):
           'not both')
   if args.steps < WINDOW or args.steps % WINDOW:
     _fail(f'--steps must be a positive multiple of {WINDOW}')
+  parts = set(args.parts.split(','))
+  if not parts or parts - {'weights', 'slots'}:
+    _fail(f'--parts takes weights and/or slots, not {args.parts!r}')
+  if args.state:
+    match = re.search(r'(?:^|/)(?:model\.)?ckpt-(\d+)$', args.state)
+    if not match:
+      _fail(f'--state {args.state}: expected a checkpoint named ckpt-N (the '
+            "port's) or model.ckpt-N (upstream's)")
+    own = os.path.join(args.config, f'ckpt-{match.group(1)}')
+    for path in (args.state, own):
+      if not os.path.isfile(path + '.index'):
+        _fail(f'--state: {path} does not exist (the port run in --config '
+              'needs its own checkpoint of the same step)')
   return args
 
 
@@ -224,6 +238,9 @@ def run_port_side(args):
       else:
         origin = f"the port's own state at step {step}"
       stage = trainer.plan.stage_at_step(step)
+      if stage is None:
+        _fail(f'--state: step {step} is the end of the run in --config; '
+              'give a checkpoint at an earlier stage end')
       # A saved stream starts where upstream's rebuilt pipeline starts a
       # stage: at its beginning.
       iterator = (_stream_iterator(trainer, args.stream, stage.image_size,
@@ -237,8 +254,11 @@ def run_port_side(args):
     if args.init:
       trainer.model(tf.zeros([1, stages[0].image_size,
                               stages[0].image_size, 3]), training=False)
-      print(pretrained.load_pretrained(trainer.model, args.init,
-                                       use_ema=False)[0], flush=True)
+      try:
+        print(pretrained.load_pretrained(trainer.model, args.init,
+                                         use_ema=False)[0], flush=True)
+      except pretrained.PretrainedError as e:
+        _fail(f'--init: {e}')
     first, second = stages[0], stages[1]
     results = []
     for stage, steps in ((first, first.max_steps), (second, 64)):

@@ -96,6 +96,16 @@ def check_args(args):
   unknown = set(args.sides.split(',')) - set(SIDES)
   if unknown:
     return f'--sides takes {" and/or ".join(SIDES)}, not {sorted(unknown)}.'
+  if args.port_hparams and not args.report_only:
+    sys.path.insert(0, REPO)
+    # pylint: disable=import-outside-toplevel
+    from automl_effnetv2 import hparams
+    from automl_effnetv2 import run_config
+    try:
+      run_config.build_config('efficientnetv2-b0', 'fashion_mnist',
+                              f'{UPSTREAM_AUGMENTATION},{args.port_hparams}')
+    except hparams.ConfigError as e:
+      return f'--port_hparams: {e}'
   if args.report_only:
     return None
   if not args.automl or not os.path.isfile(
@@ -327,28 +337,30 @@ def cross_evaluate(output_dir):
   from automl_effnetv2 import train_lib
   config = run_config.build_config('efficientnetv2-b0', 'fashion_mnist',
                                    UPSTREAM_AUGMENTATION)
-  trainer = None
-  for path in sorted(glob.glob(os.path.join(output_dir, 'upstream', '*',
-                                            'seed_*', 'summary.json'))):
-    with open(path, encoding='utf-8') as f:
-      summary = json.load(f)
-    if 'port_eval_top1' in summary:
-      continue
-    if trainer is None:
-      trainer = train_lib.Trainer(config, tempfile.mkdtemp(
-          prefix='cross_eval_'))
-      size = trainer.eval_size
-      trainer.model(tf.zeros([1, size, size, 3]), training=False)
-    checkpoint = os.path.join(os.path.dirname(path),
-                              f"model.ckpt-{summary['eval_step']}")
-    pretrained.load_pretrained(trainer.model, checkpoint, use_ema=True)
-    summary['port_eval_top1'] = trainer.evaluate(
-        use_ema=False)['eval/acc_top1']
-    with open(path, 'w', encoding='utf-8') as f:
-      json.dump(summary, f)
-    print(f"{os.path.dirname(path)}: upstream's evaluation "
-          f"{100 * summary['top1']:.2f} %, the port's "
-          f"{100 * summary['port_eval_top1']:.2f} %", flush=True)
+  trainer, work = None, tempfile.mkdtemp(prefix='cross_eval_')
+  try:
+    for path in sorted(glob.glob(os.path.join(output_dir, 'upstream', '*',
+                                              'seed_*', 'summary.json'))):
+      with open(path, encoding='utf-8') as f:
+        summary = json.load(f)
+      if 'port_eval_top1' in summary:
+        continue
+      if trainer is None:
+        trainer = train_lib.Trainer(config, work)
+        size = trainer.eval_size
+        trainer.model(tf.zeros([1, size, size, 3]), training=False)
+      checkpoint = os.path.join(os.path.dirname(path),
+                                f"model.ckpt-{summary['eval_step']}")
+      pretrained.load_pretrained(trainer.model, checkpoint, use_ema=True)
+      summary['port_eval_top1'] = trainer.evaluate(
+          use_ema=False)['eval/acc_top1']
+      with open(path, 'w', encoding='utf-8') as f:
+        json.dump(summary, f)
+      print(f"{os.path.dirname(path)}: upstream's evaluation "
+            f"{100 * summary['top1']:.2f} %, the port's "
+            f"{100 * summary['port_eval_top1']:.2f} %", flush=True)
+  finally:
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def load_summaries(output_dir):

@@ -67,6 +67,11 @@ def test_flag_mistakes_get_one_line(tmp_path):
       "--sides takes upstream and/or port, not ['theirs'].")
   args = upstream_vs_port.parse_args(['--automl', str(tmp_path)])
   assert '--automl must be' in upstream_vs_port.check_args(args)
+  args = upstream_vs_port.parse_args(
+      ['--port_hparams', 'train.restart_input_each_stag=true'])
+  problem = upstream_vs_port.check_args(args)
+  assert problem.startswith('--port_hparams: ') and '\n' not in problem
+  assert 'train.restart_input_each_stage' in problem  # The closest key.
 
 
 def test_same_init_waits_for_upstreams_run(tmp_path, capsys):
@@ -89,6 +94,10 @@ def test_same_init_waits_for_upstreams_run(tmp_path, capsys):
      'give --state (go on from a stage end) or --init'),
     (['--write_upstream_stream', '/tmp/s'],
      '--write_upstream_stream needs --automl'),
+    (['--parts', 'weight'], "--parts takes weights and/or slots, not 'weight'"),
+    (['--state', 'x/ckpt'], 'expected a checkpoint named ckpt-N'),
+    (['--state', '/nonexistent/model.ckpt-312'],
+     '--state: /nonexistent/model.ckpt-312 does not exist'),
 ])
 def test_stage_switch_refuses_bad_flags_in_one_line(tmp_path, flags, message):
   config = tmp_path / 'run'
