@@ -85,7 +85,7 @@ import time
 MODEL = 'efficientnetv2-b0'
 DATASET_CFG = 'fashion_mnist'
 MAGNITUDES = (5.0, 7.5, 10.0)
-AUG_SIZES = (48, 56, 64)  # the recipe's training sizes, stage by stage
+STAGE_SIZES = (48, 56, 64)  # the recipe's training sizes, stage by stage
 # Upstream's RandAugment constants (autoaugment.distort_image_with_randaugment).
 RA_CUTOUT_CONST, RA_TRANSLATE_CONST, RA_FILL = 40, 100, 128
 ENHANCE_OPS = ('Color', 'Contrast', 'Brightness', 'Sharpness')
@@ -125,7 +125,6 @@ BN_LOGITS_RTOL = 1e-4
 # norm whose every path leads into another training-mode batch norm) and
 # round-off there: a variable's scale is at least GRAD_FLOOR of the largest
 # variable gradient norm.
-GRAD_SIZES = (48, 56, 64)
 GRAD_BATCH = 16
 GRAD_RTOL = 1e-3
 GRAD_FLOOR = 1e-4
@@ -185,6 +184,15 @@ def upstream_folder(path):
 # Upstream side: runs under --legacy_python. numpy, TensorFlow and upstream's
 # modules only; nothing from the port.
 # ============================================================================
+def _released_names(variables):
+  """{checkpoint name: variable} with the names of upstream's released
+  checkpoints, which the port's loader reads: Keras under a graph names the
+  top dense layer's scope head_1 (its Head layer took head)."""
+  return {(n.replace('/head_1/', '/head/')
+           if n.replace('/head_1/', '/head/') not in variables else n): v
+          for n, v in variables.items()}
+
+
 @contextlib.contextmanager
 def _patched(owner, name, value):
   saved = getattr(owner, name)
@@ -305,13 +313,8 @@ def upstream_side(automl, work):
          for v in ema_vars])
     stats = [v for v in tf.global_variables()
              if v.op.name.endswith(('moving_mean', 'moving_variance'))]
-    # Keras under a graph names the top dense layer's scope head_1 (its Head
-    # layer took head); upstream's released checkpoints, which the port's
-    # loader reads, call it head.
     names = {v.op.name: v for v in tf.global_variables()}
-    saved = {(n.replace('/head_1/', '/head/')
-              if n.replace('/head_1/', '/head/') not in names else n): v
-             for n, v in names.items()}
+    saved = _released_names(names)
     meta['renamed_for_checkpoint'] = sorted(
         n for n, v in names.items() if saved.get(n) is not v)
     saver = tf.train.Saver(saved)
@@ -330,7 +333,7 @@ def upstream_side(automl, work):
 
   # -- gradients at each training size, the same weights -------------------
   labels = np.load(os.path.join(work, 'grad_labels.npy'))
-  for size in GRAD_SIZES:
+  for size in STAGE_SIZES:
     batch = np.load(os.path.join(work, f'grad_batch_{size}.npy'))
     with tf.Graph().as_default():
       tf.keras.backend.set_learning_phase(True)
@@ -342,10 +345,8 @@ def upstream_side(automl, work):
           label_smoothing=config.train.label_smoothing)
       trainable = tf.trainable_variables()
       grads = tf.gradients(xent, trainable)
-      names = {v.op.name: v for v in tf.global_variables()}
-      released = {(n.replace('/head_1/', '/head/')
-                   if n.replace('/head_1/', '/head/') not in names else n): v
-                  for n, v in names.items()}
+      released = _released_names({v.op.name: v
+                                  for v in tf.global_variables()})
       with tf.Session(config=session_config) as sess:
         tf.train.Saver(released).restore(
             sess, os.path.join(work, 'upstream_b0', 'model'))
@@ -356,7 +357,7 @@ def upstream_side(automl, work):
 
   # -- RandAugment ops with their random parts pinned ------------------------
   images = {size: np.load(os.path.join(work, f'aug_image_{size}.npy'))
-            for size in AUG_SIZES}
+            for size in STAGE_SIZES}
   params = hparams.Config(cutout_const=RA_CUTOUT_CONST,
                           translate_const=RA_TRANSLATE_CONST)
   meta['aug_errors'] = {}
@@ -484,14 +485,14 @@ def run_port_side(args, work, data_file):
   # -- shared inputs -------------------------------------------------------
   grays = read_idx_images(data_file, max(EVAL_IMAGES, args.image_index + 1))
   aug_images = {size: to_rgb_at(grays[args.image_index], size, tf)
-                for size in AUG_SIZES}
+                for size in STAGE_SIZES}
   for size, image in aug_images.items():
     np.save(os.path.join(work, f'aug_image_{size}.npy'), image)
   np.save(os.path.join(work, 'eval_images.npy'), grays[:EVAL_IMAGES])
   rng = np.random.default_rng(0)
   np.save(os.path.join(work, 'bn_batch.npy'),
           rng.standard_normal((BN_BATCH, BN_SIZE, BN_SIZE, 3), np.float32))
-  for size in GRAD_SIZES:
+  for size in STAGE_SIZES:
     np.save(os.path.join(work, f'grad_batch_{size}.npy'),
             rng.uniform(-1, 1, (GRAD_BATCH, size, size, 3)).astype(np.float32))
   np.save(os.path.join(work, 'grad_labels.npy'), np.eye(
@@ -638,7 +639,7 @@ def run_port_side(args, work, data_file):
                              progressive.run_plan(config))
   labels = tf.constant(np.load(os.path.join(work, 'grad_labels.npy')))
   keys = {id(v): key for v, key in plan.assign}
-  for size in GRAD_SIZES:
+  for size in STAGE_SIZES:
     images = tf.constant(np.load(os.path.join(work,
                                               f'grad_batch_{size}.npy')))
     with tf.GradientTape() as tape:
@@ -807,7 +808,7 @@ def compare(args, config, res, meta, up, up_meta, lr_runs, cases,
 
   # -- grad --
   meta['grad_diff'] = {}
-  for size in GRAD_SIZES:
+  for size in STAGE_SIZES:
     prefix = f'grad{size}/'
     keys = sorted(k[len(prefix):] for k in up if k.startswith(prefix))
     missing = [k for k in keys if prefix + k not in res]
@@ -856,7 +857,7 @@ def compare(args, config, res, meta, up, up_meta, lr_runs, cases,
     else:
       row('aug', key, result, 'ok' if pixels == 0 else 'FAIL', note)
 
-  for size in AUG_SIZES:
+  for size in STAGE_SIZES:
     for level in MAGNITUDES:
       key = f'{size}px Contrast@{level:g}'
       if 'aug/' + key not in up:
