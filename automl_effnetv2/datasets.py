@@ -33,9 +33,37 @@ from automl_effnetv2 import local_data
 from automl_effnetv2 import preprocessing
 from automl_effnetv2 import recipes
 from automl_effnetv2 import registry
+from automl_effnetv2 import train_errors
 
 ds_register = functools.partial(hparams.register, prefix='ds:')
 AUTOTUNE = tf.data.AUTOTUNE
+
+# data.ds_name -> Input class, in the order registered (register_input).
+_INPUTS = {}
+
+
+def register_input(ds_name: str, recipe: Optional[str] = None):
+  """Class decorator: `data.ds_name=<ds_name>` selects this Input class.
+
+  With `recipe`, the same line also registers the training config
+  `--dataset_cfg=<ds_name>` whose values are the file
+  automl_effnetv2/recipes/<recipe>.yaml, so that adding a dataset is its
+  Input class, this one line and its recipe (README, "Adding a dataset").
+  """
+  def add(cls):
+    _INPUTS[ds_name] = cls
+    if recipe:
+      cfg = recipes.load(recipe)
+      if cfg.get('data', {}).get('ds_name', ds_name) != ds_name:
+        raise ValueError(f'recipe {recipe!r} trains on data.ds_name='
+                         f'{cfg.data.ds_name!r}, not {ds_name!r}')
+      cfg.update(dict(data=dict(ds_name=ds_name)))
+      training_config = type(ds_name, (), dict(
+          cfg=cfg, __doc__=f'The recipe automl_effnetv2/recipes/{recipe}.yaml '
+          f'on {cls.__name__}.'))
+      ds_register(training_config, name=ds_name)
+    return cls
+  return add
 
 
 # Input.class_names for ImageNet's 1000 classes: Keras' class index, which
@@ -43,8 +71,9 @@ AUTOTUNE = tf.data.AUTOTUNE
 KERAS_IMAGENET_CLASSES = 'keras:imagenet_class_index'
 
 
-class DatasetError(ValueError):
-  """The dataset cannot be read as configured; the message says the fix."""
+# Every Input's errors are of this one family (a dataset's own errors
+# subclass it); main.py prints any of them as one line.
+DatasetError = train_errors.DatasetError
 
 
 def _parse_slice(text) -> slice:
@@ -132,6 +161,7 @@ def mix_batch(images, labels, mixup_alpha, cutmix_alpha, seed):
 
 
 # -- inputs -------------------------------------------------------------------
+@register_input('imagenet')
 class ImageNetInput:
   """ImageNet from TFRecord files (image/encoded, 1-based image/class/label)."""
 
@@ -375,6 +405,7 @@ class ImageNetInput:
     return dataset_fn
 
 
+@register_input('imagenet21k')
 class ImageNet21kInput(ImageNetInput):
   """ImageNet-21k TFRecords: 'image' bytes and multi-hot 'labels'."""
 
@@ -409,6 +440,7 @@ class ImageNet21kInput(ImageNetInput):
     return features['image'], multi_hot
 
 
+@register_input('cifar10')
 class CIFAR10Input(ImageNetInput):
   """CIFAR-10 from tfds."""
 
@@ -449,11 +481,13 @@ class CIFAR10Input(ImageNetInput):
         num_parallel_calls=self.num_parallel_calls)
 
 
+@register_input('cifar100')
 class CIFAR100Input(CIFAR10Input):
   cfg = copy.deepcopy(CIFAR10Input.cfg)
   cfg.update(dict(num_classes=100, tfds_name='cifar100'))
 
 
+@register_input('flowers')
 class FlowersInput(CIFAR10Input):
   cfg = copy.deepcopy(CIFAR10Input.cfg)
   cfg.update(dict(
@@ -467,6 +501,7 @@ class FlowersInput(CIFAR10Input):
   ))
 
 
+@register_input('tfflowers')
 class TFFlowersInput(CIFAR10Input):
   # Upstream's train and eval splits overlap (70% / last 70%); kept as is.
   cfg = copy.deepcopy(CIFAR10Input.cfg)
@@ -481,6 +516,7 @@ class TFFlowersInput(CIFAR10Input):
   ))
 
 
+@register_input('cars')
 class CarsInput(CIFAR10Input):
   cfg = copy.deepcopy(CIFAR10Input.cfg)
   cfg.update(dict(
@@ -494,6 +530,7 @@ class CarsInput(CIFAR10Input):
   ))
 
 
+@register_input('imagenettfds')
 class ImageNetTfdsInput(CIFAR10Input):
   class_names = KERAS_IMAGENET_CLASSES
   cfg = copy.deepcopy(CIFAR10Input.cfg)
@@ -509,6 +546,7 @@ class ImageNetTfdsInput(CIFAR10Input):
   ))
 
 
+@register_input('fashion_mnist', recipe='fashion_mnist')
 class FashionMNISTInput(CIFAR10Input):
   """Fashion-MNIST (28x28 grayscale, 10 classes) from tfds.
 
@@ -545,17 +583,8 @@ class FashionMNISTInput(CIFAR10Input):
 
 
 def dataset_classes():
-  return {
-      'imagenet': ImageNetInput,
-      'imagenet21k': ImageNet21kInput,
-      'imagenettfds': ImageNetTfdsInput,
-      'cifar10': CIFAR10Input,
-      'cifar100': CIFAR100Input,
-      'flowers': FlowersInput,
-      'tfflowers': TFFlowersInput,
-      'cars': CarsInput,
-      'fashion_mnist': FashionMNISTInput,
-  }
+  """Every Input class by its data.ds_name, in the order registered."""
+  return dict(_INPUTS)
 
 
 def get_dataset_class(ds_name: str):
@@ -671,18 +700,8 @@ class FashionMNISTFt(Cifar10Ft):
   cfg = _finetune_config('fashion_mnist')
 
 
-@ds_register(name='fashion_mnist')
-class FashionMNIST:
-  """Fashion-MNIST from scratch on a CPU, with progressive learning.
-
-  The values, and the measured runs that chose them, are in
-  recipes/fashion_mnist.yaml.
-  """
-  cfg = recipes.load('fashion_mnist')
-
-
 @ds_register(name='fashion_mnist_paper_range')
-class FashionMNISTPaperRange(FashionMNIST):
+class FashionMNISTPaperRange:
   """`fashion_mnist` with the paper's range of image sizes, for the study.
 
   recipes/fashion_mnist_paper_range.yaml lists what differs.

@@ -28,6 +28,8 @@ import tempfile
 import zlib
 from typing import Dict, Optional
 
+from automl_effnetv2 import train_errors
+
 SOURCE_RECORD = 'prepared_from.json'
 
 DEBIAN_FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
@@ -52,7 +54,7 @@ FASHION_MNIST_FILES: Dict[str, tuple] = {
 }
 
 
-class DataFilesError(RuntimeError):
+class DataFilesError(train_errors.DatasetError):
   """Local dataset files are missing or damaged; the message says the fix."""
 
 

@@ -28,11 +28,9 @@ from absl import flags
 from absl import logging
 
 from automl_effnetv2 import cli
-from automl_effnetv2 import datasets
 from automl_effnetv2 import divergence
 from automl_effnetv2 import export
 from automl_effnetv2 import hparams
-from automl_effnetv2 import local_data
 from automl_effnetv2 import progressive
 from automl_effnetv2 import reporting
 from automl_effnetv2 import resume
@@ -189,7 +187,7 @@ def main(argv):
   try:
     config = build_config(FLAGS.model_name, FLAGS.dataset_cfg,
                           FLAGS.hparam_str, FLAGS.sweeps, FLAGS.ablation)
-  except (hparams.ConfigError, datasets.DatasetError, ValueError) as e:
+  except (hparams.ConfigError, train_errors.DatasetError, ValueError) as e:
     cli.usage_error(str(e))
   if FLAGS.resume_from and FLAGS.mode == 'eval':
     cli.usage_error('--resume_from is for --mode=train or --mode=traineval')
@@ -211,8 +209,8 @@ def main(argv):
   except train_errors.Diverged as e:
     command = rerun_command(e.changes, e.resume_from)
     _fail(f'{e}; to go on, run: {command}' if command else str(e))
-  except (train_errors.TrainingError, run_dir.RunDirError, datasets.DatasetError,
-          local_data.DataFilesError) as e:
+  except (train_errors.TrainingError, train_errors.DatasetError,
+          run_dir.RunDirError) as e:
     _fail(str(e))
   except OSError as e:  # A write outside the run folder's own checks.
     if e.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES):

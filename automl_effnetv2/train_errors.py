@@ -10,6 +10,15 @@ class TrainingInterrupted(KeyboardInterrupt):
     self.signum = signum
 
 
+class DatasetError(ValueError):
+  """The dataset cannot be read as configured; the message says the fix.
+
+  The one family of data errors: a dataset's own (local_data.DataFilesError,
+  for files on disk) subclass it, so main.py reports every dataset's
+  problems as one line without a clause per dataset.
+  """
+
+
 class TrainingError(RuntimeError):
   """Training cannot go on; the message says why and what to do."""
 

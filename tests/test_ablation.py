@@ -126,8 +126,8 @@ def test_run_plan_applies_the_configs_ablation(mode, knobs):
 
 @pytest.mark.parametrize('mode', progressive.ABLATIONS)
 def test_config_checks_study_clocks_and_runner_read_one_plan(mode):
-  from automl_effnetv2 import ablation  # pylint: disable=g-import-not-at-top
-  from automl_effnetv2 import study_clocks  # pylint: disable=g-import-not-at-top
+  from automl_effnetv2.study import clocks  # pylint: disable=g-import-not-at-top
+  from automl_effnetv2.study import runner  # pylint: disable=g-import-not-at-top
   config = main.build_config('efficientnetv2-b0', 'fashion_mnist',
                              ablation=mode)
   plan = progressive.run_plan(config)
@@ -135,7 +135,7 @@ def test_config_checks_study_clocks_and_runner_read_one_plan(mode):
   assert plan.total_steps == progressive.train_steps(
       config.train.epochs, num_images, config.train.batch_size)
   # The study's clocks count the plan's steps per size, every step once.
-  counts = study_clocks.steps_per_size(plan.stages, plan.total_steps)
+  counts = clocks.steps_per_size(plan.stages, plan.total_steps)
   assert sum(counts.values()) == plan.total_steps
   assert set(counts) == {s.image_size for s in plan.stages}
   # The runner's signature is the plan with equal neighbours merged.
@@ -144,7 +144,7 @@ def test_config_checks_study_clocks_and_runner_read_one_plan(mode):
   ends = [s.max_steps for s in plan.stages]
   kept = [i for i in range(len(settings))
           if i + 1 == len(settings) or settings[i] != settings[i + 1]]
-  assert ablation.effective_schedule(config) == tuple(
+  assert runner.effective_schedule(config) == tuple(
       (ends[i],) + settings[i] for i in kept)
   # The config checks refuse exactly the plans with a stage below 16 px.
   small = copy.deepcopy(config)

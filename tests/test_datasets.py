@@ -521,3 +521,62 @@ def test_bad_ra_ops_or_fill_fail_when_the_config_is_built():
   with pytest.raises(hparams.ConfigError, match='aug_fill'):
     run_config.build_config('efficientnetv2-b0', 'fashion_mnist',
                             'data.aug_fill=-1')
+
+
+# -- adding a dataset as the README says ----------------------------------------
+class _Shapes(datasets.CIFAR10Input):
+  """Three classes of 20x20 colour images: dark, mid and bright squares."""
+
+  class_names = ('dark', 'mid', 'bright')
+  cfg = hparams.Config(datasets.CIFAR10Input.cfg)
+  cfg.update(dict(num_classes=3, tfds_name='shapes', splits=dict(
+      train=dict(num_images=96, tfds_split='train'),
+      eval=dict(num_images=48, tfds_split='test'))))
+
+  def load_tfds(self):
+    count = self.split_info['num_images']
+    labels = np.arange(count) % 3
+    noise = np.random.default_rng(count).integers(0, 40, (count, 20, 20, 3))
+    images = (labels[:, None, None, None] * 100 + noise).astype(np.uint8)
+    return tf.data.Dataset.from_tensor_slices(
+        dict(image=images, label=labels.astype(np.int64)))
+
+
+@pytest.fixture
+def registries(monkeypatch):
+  """The dataset and training-config tables, restored after the test."""
+  monkeypatch.setattr(datasets, '_INPUTS', dict(datasets._INPUTS))
+  table = hparams._registry('ds:')
+  monkeypatch.setattr(table, '_objects', dict(table._objects))
+
+
+def test_a_dataset_added_as_the_readme_says_trains_and_evaluates(
+    registries, tmp_path):
+  from automl_effnetv2 import main
+  from conftest import one_device
+  recipe = tmp_path / 'shapes.yaml'
+  recipe.write_text(
+      'data:\n  ds_name: shapes\n  augname: ft_plain\n  mixup_alpha: 0\n'
+      '  cutmix_alpha: 0\ntrain:\n  epochs: 3\n  batch_size: 16\n'
+      '  stages: 2\n  isize: 24\n  lr_base: 0.1\n  optimizer: momentum\n'
+      '  lr_warmup_epoch: 0\n  min_steps: 0\neval:\n  isize: 24\n'
+      '  batch_size: 48\n')
+  datasets.register_input('shapes', recipe=str(recipe))(_Shapes)
+
+  assert datasets.get_dataset_class('shapes') is _Shapes
+  config = main.build_config(
+      'efficientnetv2-b0', 'shapes',
+      'model.width_coefficient=0.25,model.depth_coefficient=0.25,'
+      'model.feature_size=64,data.ibase=16,runtime.save_checkpoints_steps=9')
+  assert (config.data.num_classes, config.train.isize) == (3, 24)
+  result = main.run('traineval', config, str(tmp_path / 'run'),
+                    strategy=one_device())
+  assert result['global_step'] == 18  # 3 epochs of 96 images, 16 a batch.
+  assert result['eval/acc_top1'] > 0.9  # Chance is 1/3; brightness tells the classes.
+
+
+def test_a_recipe_for_another_dataset_is_refused(registries, tmp_path):
+  recipe = tmp_path / 'other.yaml'
+  recipe.write_text('data:\n  ds_name: cifar10\n')
+  with pytest.raises(ValueError, match="data.ds_name='cifar10', not 'shapes'"):
+    datasets.register_input('shapes', recipe=str(recipe))(_Shapes)

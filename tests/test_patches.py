@@ -37,6 +37,9 @@ recipe_dir = os.path.join(os.path.dirname(datasets.__file__), 'recipes')
 assert not os.path.exists(os.path.join(recipe_dir, 'fashion_mnist.yaml')), (
     'baseline still has the fashion_mnist recipe')
 assert 'ablation' not in flags.FLAGS, 'baseline still has --ablation'
+package = os.path.dirname(datasets.__file__)
+assert not os.path.exists(os.path.join(package, 'study')), 'baseline has study/'
+assert not os.path.exists(os.path.join(package, 'local_data.py'))
 assert not hasattr(progressive, 'ABLATIONS')
 config = main.build_config('efficientnetv2-b0', 'cifar10ft')
 assert 'ablation' not in config.train

@@ -10,13 +10,13 @@ import sys
 import pytest
 import yaml
 
-from automl_effnetv2 import ablation
+from automl_effnetv2.study import runner
 from automl_effnetv2 import progressive
 from automl_effnetv2 import run_config
-from automl_effnetv2 import study_answers
-from automl_effnetv2 import study_clocks
-from automl_effnetv2 import study_report
-from automl_effnetv2 import study_stats
+from automl_effnetv2.study import answers
+from automl_effnetv2.study import clocks
+from automl_effnetv2.study import report
+from automl_effnetv2.study import stats
 from conftest import REPO
 
 
@@ -29,15 +29,15 @@ def _t975_two_df():
 
 def test_t_quantiles_match_closed_forms():
   # One degree of freedom is the Cauchy distribution: t_p = tan(pi (p - 1/2)).
-  assert study_stats.t_quantile(0.975, 1) == pytest.approx(
+  assert stats.t_quantile(0.975, 1) == pytest.approx(
       math.tan(math.pi * 0.475), rel=1e-9)
-  assert study_stats.t_quantile(0.975, 2) == pytest.approx(_t975_two_df(),
+  assert stats.t_quantile(0.975, 2) == pytest.approx(_t975_two_df(),
                                                             rel=1e-9)
-  assert study_stats.t_quantile(0.025, 2) == pytest.approx(-_t975_two_df(),
+  assert stats.t_quantile(0.025, 2) == pytest.approx(-_t975_two_df(),
                                                             rel=1e-9)
   # Many degrees of freedom approach the normal quantile 1.95996...
   normal = math.sqrt(2) * _erfinv(0.95)
-  assert study_stats.t_quantile(0.975, 1e6) == pytest.approx(normal, rel=1e-4)
+  assert stats.t_quantile(0.975, 1e6) == pytest.approx(normal, rel=1e-4)
 
 
 def _erfinv(y):
@@ -49,36 +49,36 @@ def _erfinv(y):
 
 
 def test_mean_ci_of_three_values_by_hand():
-  mean, std, low, high = study_stats.mean_ci([91.0, 92.0, 93.0])
+  mean, std, low, high = stats.mean_ci([91.0, 92.0, 93.0])
   # std = 1; half width = t(0.975, 2) * 1 / sqrt(3).
   half = _t975_two_df() / math.sqrt(3)
   assert (mean, std) == (92.0, 1.0)
   assert (low, high) == pytest.approx((92.0 - half, 92.0 + half))
-  assert study_stats.mean_ci([92.5]) == (92.5, 0.0, None, None)
+  assert stats.mean_ci([92.5]) == (92.5, 0.0, None, None)
 
 
 def test_paired_difference_by_hand():
   # Differences 1, 2, 3: mean 2, std 1, as above.
-  diff, low, high = study_stats.paired_difference_ci([11, 22, 33],
+  diff, low, high = stats.paired_difference_ci([11, 22, 33],
                                                      [10, 20, 30])
   half = _t975_two_df() / math.sqrt(3)
   assert diff == 2.0
   assert (low, high) == pytest.approx((2.0 - half, 2.0 + half))
   with pytest.raises(ValueError, match='unpaired'):
-    study_stats.paired_difference_ci([1, 2], [1])
+    stats.paired_difference_ci([1, 2], [1])
 
 
 def test_time_to_target_interpolates_inside_the_crossing_segment():
   curve = [(10.0, 0.50), (20.0, 0.80), (30.0, 0.90)]
-  assert study_stats.time_to_target(curve, 0.70) == pytest.approx(
+  assert stats.time_to_target(curve, 0.70) == pytest.approx(
       10 + 10 * (0.2 / 0.3))
-  assert study_stats.time_to_target(curve, 0.90) == 30.0
-  assert study_stats.time_to_target(curve, 0.95) is None
+  assert stats.time_to_target(curve, 0.90) == 30.0
+  assert stats.time_to_target(curve, 0.95) is None
   # Before the first point the curve starts from (0, 0).
-  assert study_stats.time_to_target(curve, 0.25) == pytest.approx(5.0)
+  assert stats.time_to_target(curve, 0.25) == pytest.approx(5.0)
   # The first crossing counts, not a later one after a dip.
   dip = [(10.0, 0.60), (20.0, 0.40), (30.0, 0.70)]
-  assert study_stats.time_to_target(dip, 0.55) == pytest.approx(
+  assert stats.time_to_target(dip, 0.55) == pytest.approx(
       10 * 0.55 / 0.60)
 
 
@@ -88,17 +88,17 @@ def test_bootstrap_interval_brackets_resampled_means():
   def mean_of(draw):
     return sum(values[i] for i in draw) / len(draw)
 
-  low, high = study_stats.bootstrap_ci(mean_of, len(values), resamples=2000)
+  low, high = stats.bootstrap_ci(mean_of, len(values), resamples=2000)
   assert 1.0 <= low < sum(values) / 4 < high <= 10.0
   # Same seed, same interval; a constant statistic has a zero-width one.
-  assert study_stats.bootstrap_ci(mean_of, 4, resamples=2000) == (low, high)
-  assert study_stats.bootstrap_ci(lambda d: 2.5, 3) == (2.5, 2.5)
-  assert study_stats.bootstrap_ci(mean_of, 1) == (None, None)
+  assert stats.bootstrap_ci(mean_of, 4, resamples=2000) == (low, high)
+  assert stats.bootstrap_ci(lambda d: 2.5, 3) == (2.5, 2.5)
+  assert stats.bootstrap_ci(mean_of, 1) == (None, None)
 
 
 # -- the grid ---------------------------------------------------------------
 def test_grid_runs_seed_major():
-  cells = ablation.grid_order(['a', 'b'], ['none', 'no_progressive'], 2)
+  cells = runner.grid_order(['a', 'b'], ['none', 'no_progressive'], 2)
   assert [(c.seed, c.dataset_cfg, c.mode) for c in cells] == [
       (0, 'a', 'none'), (0, 'a', 'no_progressive'),
       (0, 'b', 'none'), (0, 'b', 'no_progressive'),
@@ -124,15 +124,15 @@ def test_paper_range_config_has_four_stages_from_044_of_the_final_size():
 
 
 def test_only_equivalent_runs_are_shared():
-  cells = ablation.grid_order(['fashion_mnist', 'fashion_mnist_paper_range'],
+  cells = runner.grid_order(['fashion_mnist', 'fashion_mnist_paper_range'],
                               ['none', 'no_progressive'], 2)
 
   def build(cell):
     return run_config.build_config(
         'efficientnetv2-b0', cell.dataset_cfg,
-        ablation.run_overrides(cell.seed, 12, 1, ''), ablation=cell.mode)
+        runner.run_overrides(cell.seed, 12, 1, ''), ablation=cell.mode)
 
-  owner = ablation.shared_runs(cells, build)
+  owner = runner.shared_runs(cells, build)
   shared = {(c.dataset_cfg, c.mode, c.seed): owner[c].dataset_cfg
             for c in cells if owner[c] != c}
   # The two no_progressive runs train at 64 px and magnitude 10 throughout.
@@ -157,18 +157,18 @@ def test_normalized_time_sums_steps_times_step_time_per_size():
   stages = [progressive.Stage(index=0, max_steps=10, image_size=28),
             progressive.Stage(index=1, max_steps=30, image_size=64)]
   times = {'28': 0.1, '64': 0.5}
-  assert study_clocks.normalized_seconds(stages, 30, times) == pytest.approx(
+  assert clocks.normalized_seconds(stages, 30, times) == pytest.approx(
       10 * 0.1 + 20 * 0.5)
-  assert study_clocks.normalized_seconds(stages, 15, times) == pytest.approx(
+  assert clocks.normalized_seconds(stages, 15, times) == pytest.approx(
       10 * 0.1 + 5 * 0.5)
   with pytest.raises(ValueError, match='no step time for 64'):
-    study_clocks.normalized_seconds(stages, 30, {'28': 0.1})
+    clocks.normalized_seconds(stages, 30, {'28': 0.1})
 
 
 def _recipe(config_name, mode, epochs, extra=''):
   return run_config.build_config(
       'efficientnetv2-b0', config_name,
-      ablation.run_overrides(0, epochs, 1, extra), ablation=mode)
+      runner.run_overrides(0, epochs, 1, extra), ablation=mode)
 
 
 def test_equal_time_length_by_hand():
@@ -183,13 +183,13 @@ def test_equal_time_length_by_hand():
   sizes = [s.image_size
            for s in progressive.run_plan(progressive_run, 100).stages]
   assert sizes == [48, 64]
-  assert study_clocks.equal_time_steps(progressive_run, 9374, times) == 6249
-  epochs = study_clocks.equal_time_epochs(progressive_run, reference, times)
+  assert clocks.equal_time_steps(progressive_run, 9374, times) == 6249
+  epochs = clocks.equal_time_epochs(progressive_run, reference, times)
   assert progressive.train_steps(epochs, 60000, 128) == 6249
   assert epochs == pytest.approx(6249 * 128 / 60000, abs=128 / 60000)
   # 6250 steps take 9375 s: the closer length wins, the shorter on a tie.
-  assert study_clocks.equal_time_steps(progressive_run, 9374.6, times) == 6250
-  assert study_clocks.equal_time_steps(progressive_run, 9374.5, times) == 6249
+  assert clocks.equal_time_steps(progressive_run, 9374.6, times) == 6250
+  assert clocks.equal_time_steps(progressive_run, 9374.5, times) == 6249
 
 
 @pytest.mark.parametrize('config_name', ['fashion_mnist',
@@ -209,7 +209,7 @@ def test_equal_time_length_is_the_closest_by_a_full_scan(config_name):
                                                   for t in stages[:-1]]))
 
   closest = min(range(4687, 3 * 4687), key=lambda t: abs(seconds(t) - target))
-  epochs = study_clocks.equal_time_epochs(run, reference, times)
+  epochs = clocks.equal_time_epochs(run, reference, times)
   assert progressive.train_steps(epochs, 60000, 128) == closest
   # Fewer, cheaper steps at the start buy more epochs: 1.05x-1.5x longer.
   assert 10.5 < epochs < 15
@@ -252,17 +252,17 @@ def _fake_study(tmp_path, curves):
   """A results folder of fashion_mnist runs: {(mode, seed): curve}."""
   modes = list(dict.fromkeys(mode for mode, _ in curves))
   seeds = len({seed for _, seed in curves})
-  cells = ablation.grid_order(['fashion_mnist'], modes, seeds)
-  study_report.save_plan(str(tmp_path), cells, {c: c for c in cells},
+  cells = runner.grid_order(['fashion_mnist'], modes, seeds)
+  report.save_plan(str(tmp_path), cells, {c: c for c in cells},
                          ['--x'])
-  with open(tmp_path / study_report.STEP_TIMES, 'w', encoding='utf-8') as f:
+  with open(tmp_path / report.STEP_TIMES, 'w', encoding='utf-8') as f:
     json.dump({'seconds_per_step': {'48': 0.5, '56': 0.75, '64': 1.0}}, f)
-  with open(tmp_path / study_clocks.MULTIPLY_ADDS, 'w', encoding='utf-8') as f:
+  with open(tmp_path / clocks.MULTIPLY_ADDS, 'w', encoding='utf-8') as f:
     json.dump({'multiply_adds_per_image': FAKE_MULTIPLY_ADDS}, f)
   for (mode, seed), curve in curves.items():
     _fake_run(str(tmp_path / 'runs' / 'fashion_mnist' / mode / f'seed_{seed}'),
               'fashion_mnist', mode, seed, curve, FAKE_TOTAL_STEPS)
-  return study_report.write_report(str(tmp_path))
+  return report.write_report(str(tmp_path))
 
 
 def test_report_speedups_and_differences_by_hand(tmp_path):
@@ -271,9 +271,9 @@ def test_report_speedups_and_differences_by_hand(tmp_path):
   with open(tmp_path / 'results.csv', encoding='utf-8') as f:
     rows = list(csv.DictReader(f))
   assert len(rows) == 4
-  rows = study_report.read_csv(tmp_path / 'results.csv')
-  curve_rows = study_report.read_csv(tmp_path / 'curves.csv')
-  result = study_report.compare_to_baseline(
+  rows = report.read_csv(tmp_path / 'results.csv')
+  curve_rows = report.read_csv(tmp_path / 'curves.csv')
+  result = report.compare_to_baseline(
       rows, curve_rows, 'fashion_mnist', ['none', 'no_progressive'])
   # Equal epochs: baseline 200 s on average, none 100 s: 2x.
   assert result['none']['epochs_measured'] == pytest.approx(2.0)
@@ -305,9 +305,9 @@ def test_report_speedups_and_differences_by_hand(tmp_path):
   assert low < -1.0 < high
   assert result['none']['epochs_flag']  # 2x measured vs ~1.3x normalized.
   assert any('| none | 2 of 2 | 91.00 ± 1.41 % |' in line for line in lines)
-  one_run = study_report.cell_summary(
+  one_run = report.cell_summary(
       [r for r in rows if r['mode'] == 'none' and int(r['seed']) == 0])
-  assert study_report.format_top1(one_run) == '90.00 % (one run)'
+  assert report.format_top1(one_run) == '90.00 % (one run)'
 
   assert (tmp_path / 'results.png').stat().st_size > 1000
 
@@ -318,22 +318,22 @@ def test_redrawn_step_times_keep_a_round_paired_across_sizes():
   step_times = {'seconds_per_step': {'48': 2.0, '64': 4.0},
                 'samples': {'48': [1.0, 2.0, 3.0, 4.0, 5.0],
                             '64': [2.0, 4.0, 6.0, 8.0, 10.0]}}
-  draws = study_clocks.step_time_draws(step_times, 200)
+  draws = clocks.step_time_draws(step_times, 200)
   assert {d['64'] / d['48'] for d in draws} == {2.0}
   assert len({d['48'] for d in draws}) > 1
-  assert study_clocks.step_time_draws({'seconds_per_step': {'48': 1}},
+  assert clocks.step_time_draws({'seconds_per_step': {'48': 1}},
                                       5) is None
 
 
 def test_normalized_interval_carries_the_benchmarks_spread(tmp_path):
   _fake_study(tmp_path, FAKE_CURVES)
-  rows = study_report.read_csv(tmp_path / 'results.csv')
-  curve_rows = study_report.read_csv(tmp_path / 'curves.csv')
+  rows = report.read_csv(tmp_path / 'results.csv')
+  curve_rows = report.read_csv(tmp_path / 'curves.csv')
 
   def interval(samples):
     step_times = {'seconds_per_step': {'48': 0.5, '56': 0.75, '64': 1.0},
                   'samples': samples}
-    return study_report.compare_to_baseline(
+    return report.compare_to_baseline(
         rows, curve_rows, 'fashion_mnist', ['none', 'no_progressive'],
         step_times, resamples=400)['none']['epochs_normalized_ci']
 
@@ -345,17 +345,17 @@ def test_normalized_interval_carries_the_benchmarks_spread(tmp_path):
   # Rounds where 64 px cost 0.8, 1.0 and 1.2 s: the speedup moves with it.
   spread = {'48': [0.5] * 3, '56': [0.75] * 3, '64': [0.8, 1.0, 1.2]}
   low, high = interval(spread)
-  point = study_report.compare_to_baseline(
+  point = report.compare_to_baseline(
       rows, curve_rows, 'fashion_mnist', ['none', 'no_progressive'])[
           'none']['epochs_normalized']
   assert low < point < high
   # The extremes are all-0.8 and all-1.2 draws of the 64 px rounds.
   total = FAKE_TOTAL_STEPS
-  counts = study_clocks.parse_steps(rows[0]['steps_per_size'])
+  counts = clocks.parse_steps(rows[0]['steps_per_size'])
   assert sum(counts.values()) == total
 
   def speedup(t64):
-    return total * t64 / study_clocks.weighed(
+    return total * t64 / clocks.weighed(
         counts, {'48': 0.5, '56': 0.75, '64': t64})
   assert speedup(0.8) <= low and high <= speedup(1.2)
 
@@ -367,10 +367,10 @@ def test_report_sets_both_claims_beside_the_paper(tmp_path):
       ('fixed_regularization', 0): [(468, 40.0, 0.80), (total, 80.0, 0.89)],
       ('fixed_regularization', 1): [(468, 60.0, 0.82), (total, 120.0, 0.90)],
   })
-  rows = study_report.read_csv(tmp_path / 'results.csv')
+  rows = report.read_csv(tmp_path / 'results.csv')
   # none - fixed_regularization: +1 and +2 points, mean +1.5; with two seeds
   # the 95 % t interval is 1.5 -/+ tan(0.475 pi) * stdev / sqrt(2).
-  diff, (low, high), seeds = study_report.top1_difference(
+  diff, (low, high), seeds = report.top1_difference(
       rows, 'fashion_mnist', 'none', 'fixed_regularization')
   half = math.tan(0.475 * math.pi) * math.sqrt(0.5) / math.sqrt(2)
   assert (diff, seeds) == (pytest.approx(1.5), 2)
@@ -379,11 +379,11 @@ def test_report_sets_both_claims_beside_the_paper(tmp_path):
   table = {line.split(' | ')[0].lstrip('| '): line.split(' | ')[1:]
            for line in lines[start:] if line.startswith('| ')}
   gain = next(v for k, v in table.items() if k.startswith('gain of adaptive'))
-  assert gain[0] == study_report.PAPER_GAIN
+  assert gain[0] == report.PAPER_GAIN
   assert gain[1] == f'+1.50 [{1.5 - half:.2f}, {1.5 + half:.2f}] (2 seeds) |'
   # The speedups are none's over no_progressive, as in the config's table.
-  comparison = study_report.compare_to_baseline(
-      rows, study_report.read_csv(tmp_path / 'curves.csv'), 'fashion_mnist',
+  comparison = report.compare_to_baseline(
+      rows, report.read_csv(tmp_path / 'curves.csv'), 'fashion_mnist',
       ['none', 'no_progressive', 'fixed_regularization'])
   epochs = next(v for k, v in table.items() if k.startswith('speedup at'))
   assert epochs[1].startswith(
@@ -392,7 +392,7 @@ def test_report_sets_both_claims_beside_the_paper(tmp_path):
   versus = next(v for k, v in table.items() if k.startswith('top-1 of'))
   assert versus[1].startswith(f"{comparison['none']['top1_diff']:+.2f} [")
   # While no seed has both modes, the gain is not shown.
-  assert study_report.top1_difference(
+  assert report.top1_difference(
       rows, 'fashion_mnist', 'none', 'constant_weight_decay')[0] is None
 
 
@@ -405,16 +405,16 @@ def test_a_row_of_a_partial_grid_uses_one_set_of_seeds(tmp_path):
       ('fixed_regularization', 0): [(468, 40.0, 0.80),
                                      (FAKE_TOTAL_STEPS, 80.0, 0.89)],
   })
-  rows = study_report.read_csv(tmp_path / 'results.csv')
-  comparison = study_report.compare_to_baseline(
-      rows, study_report.read_csv(tmp_path / 'curves.csv'), 'fashion_mnist',
+  rows = report.read_csv(tmp_path / 'results.csv')
+  comparison = report.compare_to_baseline(
+      rows, report.read_csv(tmp_path / 'curves.csv'), 'fashion_mnist',
       ['none', 'no_progressive', 'fixed_regularization'])
   entry = comparison['none']
   assert entry['seeds'] == 1
   assert entry['top1_diff'] == pytest.approx(0.0)
   assert entry['top1_diff_ci'] == (None, None)  # One pair has no interval.
   # Asked alone, the two modes still pair over both of their seeds.
-  assert study_report.top1_difference(
+  assert report.top1_difference(
       rows, 'fashion_mnist', 'none', 'no_progressive')[0] == pytest.approx(-1.0)
 
 
@@ -432,30 +432,30 @@ def test_answers_of_several_studies_in_one_block(tmp_path):
   _fake_study(equal_epochs, FAKE_CURVES)
   # The same runs, as if the runner had stretched none to equal time.
   _fake_study(equal_time, FAKE_CURVES)
-  plan = json.loads((equal_time / study_report.PLAN).read_text())
+  plan = json.loads((equal_time / report.PLAN).read_text())
   plan['command'] = 'python -m automl_effnetv2.ablation --equal_time_to=x'
-  (equal_time / study_report.PLAN).write_text(json.dumps(plan))
+  (equal_time / report.PLAN).write_text(json.dumps(plan))
   document = tmp_path / 'study.md'
-  document.write_text('# Title\n\nbefore\n' + study_answers.BEGIN +
-                      '\nold table\n' + study_answers.END + '\nafter\n')
+  document.write_text('# Title\n\nbefore\n' + answers.BEGIN +
+                      '\nold table\n' + answers.END + '\nafter\n')
   missing = str(tmp_path / 'not_yet')
-  lines = study_answers.write_answers(
+  lines = answers.write_answers(
       str(document), [str(equal_epochs), str(equal_time), missing])
 
   text = document.read_text()
-  assert text.startswith('# Title\n\nbefore\n' + study_answers.BEGIN)
-  assert text.endswith(study_answers.END + '\nafter\n')
+  assert text.startswith('# Title\n\nbefore\n' + answers.BEGIN)
+  assert text.endswith(answers.END + '\nafter\n')
   assert 'old table' not in text and '\n'.join(lines) in text
   rows = _answer_rows(lines)
-  comparison = study_report.compare_to_baseline(
-      study_report.read_csv(equal_epochs / 'results.csv'),
-      study_report.read_csv(equal_epochs / 'curves.csv'), 'fashion_mnist',
+  comparison = report.compare_to_baseline(
+      report.read_csv(equal_epochs / 'results.csv'),
+      report.read_csv(equal_epochs / 'curves.csv'), 'fashion_mnist',
       ['no_progressive', 'none'])['none']
   epochs_row = rows[f'equal epochs: 2 (`{equal_epochs}`)']
   # config, seeds, top-1 difference, 3 time ratios, 3 speedups to target.
   assert len(epochs_row) == 9
   assert epochs_row[:3] == ['fashion_mnist', '2 of 2',
-                            '-1.00 ' + study_report._interval(  # pylint: disable=protected-access
+                            '-1.00 ' + report._interval(  # pylint: disable=protected-access
                                 comparison['top1_diff_ci'])]
   assert epochs_row[3].startswith('2.00x [')  # 200 s against 100 s.
   assert epochs_row[6].startswith(f"{comparison['target_measured']:.2f}x [")
@@ -472,7 +472,7 @@ def test_answers_need_the_block_in_the_document(tmp_path):
   document = tmp_path / 'study.md'
   document.write_text('no block here\n')
   with pytest.raises(ValueError, match='has no answers block'):
-    study_answers.write_answers(str(document), [str(tmp_path)])
+    answers.write_answers(str(document), [str(tmp_path)])
   assert document.read_text() == 'no block here\n'
 
 
@@ -481,7 +481,7 @@ def test_report_only_writes_the_answers_into_the_document(tmp_path):
   study.mkdir()
   _fake_study(study, FAKE_CURVES)
   document = tmp_path / 'answers.md'
-  document.write_text(f'{study_answers.BEGIN}\n{study_answers.END}\n')
+  document.write_text(f'{answers.BEGIN}\n{answers.END}\n')
   base = [sys.executable, '-m', 'automl_effnetv2.ablation', '--report_only',
           f'--results_dir={study}']
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
@@ -517,19 +517,19 @@ def test_commit_takes_the_results_folder_alone_and_skips_an_empty_commit(
   _git(repo, 'config', 'user.name', 'study')
   (repo / 'README.md').write_text('edited by hand, not the runner\n')
   (results / 'results.md').write_text('one run\n')
-  ablation.commit(str(results), 'study: first')
+  runner.commit(str(results), 'study: first')
   assert _git(repo, 'log', '--format=%s').split('\n')[0] == 'study: first'
   assert _git(repo, 'show', '--name-only', '--format=', 'HEAD').split() == [
       'docs/study/results.md']
   # The final report equal to the last run's: nothing to do, nothing to say.
-  ablation.commit(str(results), 'study: report')
+  runner.commit(str(results), 'study: report')
   assert _git(repo, 'rev-list', '--count', 'HEAD').strip() == '1'
   assert 'could not commit' not in capsys.readouterr().err
   # A folder outside any repository cannot be committed: said, not raised.
   outside = tmp_path / 'outside'
   outside.mkdir()
   (outside / 'results.md').write_text('x\n')
-  ablation.commit(str(outside), 'study: lost')
+  runner.commit(str(outside), 'study: lost')
   assert 'could not commit' in capsys.readouterr().err
 
 
@@ -564,20 +564,20 @@ def test_runner_shares_skips_and_rebuilds_from_results_alone(
   assert seconds == sorted(seconds)
   saved = yaml.safe_load((kept / 'config.yaml').read_text())
   assert saved['eval']['every_epochs'] == 0.002
-  rows = study_report.read_csv(results / 'results.csv')
+  rows = report.read_csv(results / 'results.csv')
   # The shared run is listed under both configs.
   assert sorted((r['config'], r['mode'], r['run']) for r in rows) == [
       ('fashion_mnist', 'no_progressive', 'fashion_mnist/no_progressive/seed_0'),
       ('fashion_mnist_paper_range', 'no_progressive',
        'fashion_mnist/no_progressive/seed_0')]
-  report = (results / 'results.md').read_text()
+  report_text = (results / 'results.md').read_text()
   # On another machine only the results folder is there: nothing reruns.
   shutil.rmtree(runs)
   again = subprocess.run(command, env=env, cwd=REPO, capture_output=True,
                          text=True, check=True)
   assert again.stdout.count('finished, skipped') == 1
   assert 'training in' not in again.stdout
-  assert (results / 'results.md').read_text() == report
+  assert (results / 'results.md').read_text() == report_text
 
   # An equal-time study beside it: no_progressive is the run above, copied;
   # `none` trains as long as makes its normalized time equal.
@@ -596,10 +596,10 @@ def test_runner_shares_skips_and_rebuilds_from_results_alone(
   assert third.stdout.count('training in') == 1, third.stdout
   built = {m: run_config.build_config(
       'efficientnetv2-b0', 'fashion_mnist',
-      ablation.run_overrides(0, None, 0.002,
+      runner.run_overrides(0, None, 0.002,
                              f'{tiny},data.tfds_data_dir={fashion_mnist_tfds_dir}'),
       ablation=m) for m in ('none', 'no_progressive')}
-  epochs = study_clocks.equal_time_epochs(built['none'],
+  epochs = clocks.equal_time_epochs(built['none'],
                                           built['no_progressive'], per_size)
   saved = yaml.safe_load(
       (equal / 'runs' / 'fashion_mnist' / 'none' / 'seed_0' /
@@ -608,7 +608,7 @@ def test_runner_shares_skips_and_rebuilds_from_results_alone(
   copied = equal / 'runs' / 'fashion_mnist' / 'no_progressive' / 'seed_0'
   assert (copied / 'metrics.json').read_text() == (
       kept / 'metrics.json').read_text()
-  rows = study_report.read_csv(equal / 'results.csv')
+  rows = report.read_csv(equal / 'results.csv')
   normalized = {r['mode']: r['normalized_seconds'] for r in rows}
   # Equal within one step of the largest size.
   assert abs(normalized['none'] - normalized['no_progressive']) <= (
@@ -617,7 +617,7 @@ def test_runner_shares_skips_and_rebuilds_from_results_alone(
 
 def test_step_time_benchmark_runs_every_size(tiny_config):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from automl_effnetv2 import step_times  # pylint: disable=g-import-not-at-top
+  from automl_effnetv2.study import step_times  # pylint: disable=g-import-not-at-top
   del tf
   result = step_times.measure(tiny_config(), [16, 24], steps=2, rounds=2,
                               warmup_calls=1)

@@ -5,7 +5,8 @@ chose them as comments beside each value. Tuning a recipe is an edit to its
 file; the code that registers it (`datasets.py`) and the patch series that
 adds it stay as they are.
 
-`load('a', 'b')` reads `a.yaml` and overrides it with `b.yaml`. The later
+`load('a', 'b')` reads `a.yaml` and overrides it with `b.yaml` (a recipe
+elsewhere is named by its path, `/some/where/c.yaml`). The later
 file may only change keys the earlier one has, so a variant lists just its
 differences and a misspelt key in it is refused instead of ignored.
 """
@@ -18,6 +19,9 @@ RECIPE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def recipe_path(name: str) -> str:
+  """This folder's `<name>.yaml`; a name ending in .yaml is a path as is."""
+  if name.endswith('.yaml'):
+    return name
   return os.path.join(RECIPE_DIR, f'{name}.yaml')
 
 
@@ -29,11 +33,16 @@ def recipe_names() -> List[str]:
 def load(name: str, *variants: str) -> hparams.Config:
   """The recipe `name`, overridden in order by each recipe in `variants`."""
   for each in (name,) + variants:
-    if not os.path.isfile(recipe_path(each)):
-      # Only a broken installation gets here: the files ship with the code.
-      raise hparams.ConfigError(
-          f'recipe file {recipe_path(each)!r} is missing; reinstall the '
-          'package (setup.py installs automl_effnetv2/recipes/*.yaml)')
+    path = recipe_path(each)
+    if os.path.isfile(path):
+      continue
+    if each.endswith('.yaml'):
+      raise hparams.ConfigError(f'recipe file {path!r} does not exist; '
+                                'check the path')
+    # Only a broken installation gets here: the files ship with the code.
+    raise hparams.ConfigError(
+        f'recipe file {path!r} is missing; reinstall the package '
+        '(setup.py installs automl_effnetv2/recipes/*.yaml)')
   config = hparams.Config(hparams.load_yaml(recipe_path(name)))
   for variant in variants:
     config.override(recipe_path(variant))

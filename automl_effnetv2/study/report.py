@@ -11,7 +11,7 @@ Output, in the same folder:
   results.png   mean eval top-1 against normalized time, one panel per
                 config, and below it the last 20 % of training enlarged
 
-Clocks (study_clocks.py): `train_seconds` is what the run measured inside
+Clocks (clocks.py): `train_seconds` is what the run measured inside
 its training loops (evaluation excluded); its normalized time is the steps
 it trained at each image size times the step time at that size from one
 paired benchmark, so that a machine busy with something else cannot fake a
@@ -28,11 +28,11 @@ from typing import Dict, List, Optional, Sequence
 from automl_effnetv2 import hparams
 from automl_effnetv2 import progressive
 from automl_effnetv2 import run_dir
-from automl_effnetv2 import study_clocks
-from automl_effnetv2 import study_stats
+from automl_effnetv2.study import clocks
+from automl_effnetv2.study import stats
 
 RUN_FILES = (run_dir.METRICS_FILE, run_dir.CONFIG_FILE)
-STEP_TIMES = study_clocks.STEP_TIMES
+STEP_TIMES = clocks.STEP_TIMES
 PLAN = 'plan.json'
 BASELINE = 'no_progressive'
 # Progressive learning as upstream runs it, and plain progressive resizing
@@ -95,7 +95,7 @@ def collect(results_dir):
   step_times = read_json(os.path.join(results_dir, STEP_TIMES)).get(
       'seconds_per_step')
   per_image = read_json(os.path.join(
-      results_dir, study_clocks.MULTIPLY_ADDS)).get('multiply_adds_per_image')
+      results_dir, clocks.MULTIPLY_ADDS)).get('multiply_adds_per_image')
   rows, curves = [], []
   for cell in plan.get('cells', []):
     folder = os.path.join(results_dir, 'runs', cell['run'])
@@ -107,14 +107,14 @@ def collect(results_dir):
     final = metrics['final']
     stages = progressive.run_plan(config, final['total_steps']).stages
 
-    def clocks(step, stages=stages, batch=config.train.batch_size):
+    def clocks_at(step, stages=stages, batch=config.train.batch_size):
       return dict(
-          normalized_seconds=(study_clocks.normalized_seconds(
+          normalized_seconds=(clocks.normalized_seconds(
               stages, step, step_times) if step_times else None),
-          multiply_adds=(study_clocks.multiply_adds(
+          multiply_adds=(clocks.multiply_adds(
               stages, step, per_image, batch) / 1e12 if per_image else None),
-          steps_per_size=study_clocks.format_steps(
-              study_clocks.steps_per_size(stages, step)))
+          steps_per_size=clocks.format_steps(
+              clocks.steps_per_size(stages, step)))
 
     key = dict(config=cell['config'], mode=cell['mode'], seed=cell['seed'])
     rows.append(dict(
@@ -123,14 +123,14 @@ def collect(results_dir):
         total_steps=final['total_steps'], epochs=config.train.epochs,
         train_seconds=final['train_seconds'],
         images_per_second=final.get('train_images_per_second'),
-        **clocks(final['global_step'])))
+        **clocks_at(final['global_step'])))
     steps_per_epoch = final['total_steps'] / config.train.epochs
     for record in metrics.get('evals', []):
       curves.append(dict(
           key, global_step=record['global_step'],
           epoch=record['global_step'] / steps_per_epoch,
           train_seconds=record['train_seconds'],
-          top1=record['eval/acc_top1'], **clocks(record['global_step'])))
+          top1=record['eval/acc_top1'], **clocks_at(record['global_step'])))
   return rows, curves
 
 
@@ -153,7 +153,7 @@ def read_csv(path) -> List[Dict]:
         row[name] = float(row[name]) if row[name] not in ('', None) else None
     if 'seed' in row:
       row['seed'] = int(row['seed'])
-    row['steps'] = study_clocks.parse_steps(row.get('steps_per_size'))
+    row['steps'] = clocks.parse_steps(row.get('steps_per_size'))
   return rows
 
 
@@ -167,7 +167,7 @@ def clock_time(row, clock: str, step_times=None) -> Optional[float]:
   """A result or curve row's time on one of CLOCKS; `step_times`, a redrawn
   table, replaces the benchmark's medians on the normalized clock."""
   if clock == 'normalized' and step_times is not None:
-    return study_clocks.weighed(row['steps'], step_times)
+    return clocks.weighed(row['steps'], step_times)
   return row[_CLOCK_COLUMN[clock]]
 
 
@@ -180,7 +180,7 @@ def _curve(curve_rows, config, mode, seed, clock, step_times=None):
 
 def cell_summary(runs) -> Dict[str, Optional[float]]:
   top1 = [100 * r['top1'] for r in runs]
-  mean, std, low, high = study_stats.mean_ci(top1)
+  mean, std, low, high = stats.mean_ci(top1)
   normalized = [r['normalized_seconds'] for r in runs]
   return dict(
       runs=len(runs), top1=mean, std=std, ci_low=low, ci_high=high,
@@ -218,7 +218,7 @@ def top1_difference(rows, config, mode, reference, seeds=None):
     return None, (None, None), 0
   finals = {m: {r['seed']: 100 * r['top1'] for r in _by(rows, config, m)}
             for m in (mode, reference)}
-  diff, low, high = study_stats.paired_difference_ci(
+  diff, low, high = stats.paired_difference_ci(
       [finals[mode][s] for s in seeds], [finals[reference][s] for s in seeds])
   return diff, (low, high), len(seeds)
 
@@ -241,7 +241,7 @@ def compare_to_baseline(rows, curve_rows, config, modes, step_times=None,
   if BASELINE not in modes or len(seeds) == 0:
     return {}
   finals = {m: {r['seed']: r for r in _by(rows, config, m)} for m in modes}
-  redrawn = (study_clocks.step_time_draws(step_times, resamples)
+  redrawn = (clocks.step_time_draws(step_times, resamples)
              if step_times else None)
 
   # Plain sums: statistics.mean's exact arithmetic is slow in a bootstrap.
@@ -261,10 +261,10 @@ def compare_to_baseline(rows, curve_rows, config, modes, step_times=None,
       goal = target(draw)
       times = []
       for m in (BASELINE, mode):
-        curve = study_stats.mean_curve(
+        curve = stats.mean_curve(
             [_curve(curve_rows, config, m, seeds[i], clock, table)
              for i in draw])
-        times.append(study_stats.time_to_target(curve, goal))
+        times.append(stats.time_to_target(curve, goal))
       if None in times or not times[1]:
         return None
       return times[0] / times[1]
@@ -283,7 +283,7 @@ def compare_to_baseline(rows, curve_rows, config, modes, step_times=None,
           continue
         statistic = make(mode, clock)
         entry[f'{name}_{clock}'] = statistic(everything)
-        entry[f'{name}_{clock}_ci'] = study_stats.bootstrap_ci(
+        entry[f'{name}_{clock}_ci'] = stats.bootstrap_ci(
             statistic, len(seeds), resamples=resamples,
             also_drawn=redrawn if clock == 'normalized' else None)
     # The speedups' seeds: while one mode lacks a seed, the difference
@@ -361,15 +361,15 @@ def tables(results_dir, rows, curve_rows) -> List[str]:
                                      step_times)
     comparisons[config] = comparison
     if len(comparison) > 1:
-      clocks = ' | '.join(CLOCKS)
+      clock_names = ' | '.join(CLOCKS)
       lines += ['', f"Against `{BASELINE}` (target top-1 for time to "
                 f"accuracy: {comparison['_target']:.2f} %, the lowest final "
                 'mean of these modes; 95 % intervals: bootstrap over seeds '
                 'for speedups, on the normalized clock with the step-time '
                 "benchmark's rounds redrawn too; paired t for the top-1 "
                 'difference):', '',
-                f'| mode | seeds | speedup, equal epochs: {clocks} | '
-                f'speedup to target: {clocks} | top-1 difference (points) |',
+                f'| mode | seeds | speedup, equal epochs: {clock_names} | '
+                f'speedup to target: {clock_names} | top-1 difference (points) |',
                 '|---|---|' + '---|' * (2 * len(CLOCKS) + 1)]
       for mode in modes:
         entry = comparison.get(mode)
@@ -515,7 +515,7 @@ def plot(results_dir, curve_rows, path):
 def ensure_multiply_adds(results_dir):
   """Counts the model's multiply-adds per image at every size the finished
   runs trained (once, kept in results_dir as multiply_adds.json)."""
-  path = os.path.join(results_dir, study_clocks.MULTIPLY_ADDS)
+  path = os.path.join(results_dir, clocks.MULTIPLY_ADDS)
   plan = read_json(os.path.join(results_dir, PLAN))
   folders = [os.path.join(results_dir, 'runs', c['run'])
              for c in plan.get('cells', [])]
@@ -524,7 +524,7 @@ def ensure_multiply_adds(results_dir):
              if is_finished(f)]
   if not configs:
     return
-  sizes = study_clocks.sizes_of(progressive.run_plan(c).stages
+  sizes = clocks.sizes_of(progressive.run_plan(c).stages
                                 for c in configs)
   known = read_json(path).get('multiply_adds_per_image', {})
   if all(str(size) in known for size in sizes):

@@ -1,6 +1,6 @@
 r"""Seconds per training step at each image size, measured side by side.
 
-  python -m automl_effnetv2.step_times --dataset_cfg=fashion_mnist \
+  python -m automl_effnetv2.study.step_times --dataset_cfg=fashion_mnist \
       --sizes=28,40,48,52,56,64 --output=runs/step_times.json
 
 One Trainer of the given config runs its real training step (input
@@ -18,8 +18,8 @@ import time
 from typing import Dict, Sequence
 
 if __package__ in (None, ''):
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-      __file__))))
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__)))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app

@@ -2,7 +2,7 @@
 
 One study answers at equal epochs, another gives progressive learning the
 epochs its cheaper steps buy (`--equal_time_to`), a third trains longer.
-Each has its own report (study_report.py); this module sets their
+Each has its own report (report.py); this module sets their
 progressive-learning rows side by side, every number on the three clocks
 with its 95 % interval, and writes the table into a markdown file between
 
@@ -16,9 +16,9 @@ import os
 import re
 from typing import Dict, List, Optional, Sequence
 
-from automl_effnetv2 import study_report
+from automl_effnetv2.study import report
 # The report's own row filter and number formats, so both tables read alike.
-from automl_effnetv2.study_report import _by, _interval, _num, _ordered  # pylint: disable=g-multiple-import
+from automl_effnetv2.study.report import _by, _interval, _num, _ordered  # pylint: disable=g-multiple-import
 
 BEGIN = '<!-- begin: answers -->'
 END = '<!-- end: answers -->'
@@ -32,8 +32,8 @@ def _epochs(rows, config, mode) -> Optional[float]:
 def _length(rows, config, command: str) -> str:
   """'equal epochs: 10' or 'equal normalized time: 10.96 against 10
   epochs', from the finished runs, or from the command before any."""
-  mine = _epochs(rows, config, study_report.PROGRESSIVE)
-  base = _epochs(rows, config, study_report.BASELINE)
+  mine = _epochs(rows, config, report.PROGRESSIVE)
+  base = _epochs(rows, config, report.BASELINE)
   if '--equal_time_to' in command:
     if mine is None or base is None:
       return 'equal normalized time'
@@ -47,22 +47,22 @@ def _length(rows, config, command: str) -> str:
 def study_answers(results_dir) -> List[Dict[str, object]]:
   """One entry per config of a study: its length, the number of finished
   and planned seeds, and `none` against `no_progressive` from
-  study_report.compare_to_baseline (None while no seed has both)."""
-  plan = study_report.read_json(os.path.join(results_dir, study_report.PLAN))
+  report.compare_to_baseline (None while no seed has both)."""
+  plan = report.read_json(os.path.join(results_dir, report.PLAN))
   if not plan:
     return []
-  rows = study_report.read_csv(os.path.join(results_dir, 'results.csv'))
-  curves = study_report.read_csv(os.path.join(results_dir, 'curves.csv'))
-  step_times = study_report.read_json(
-      os.path.join(results_dir, study_report.STEP_TIMES)) or None
+  rows = report.read_csv(os.path.join(results_dir, 'results.csv'))
+  curves = report.read_csv(os.path.join(results_dir, 'curves.csv'))
+  step_times = report.read_json(
+      os.path.join(results_dir, report.STEP_TIMES)) or None
   answers = []
   cells = plan.get('cells', [])
   for config in _ordered(c['config'] for c in cells):
     planned = {c['seed'] for c in cells if c['config'] == config}
-    comparison = study_report.compare_to_baseline(
+    comparison = report.compare_to_baseline(
         rows, curves, config,
-        (study_report.BASELINE, study_report.PROGRESSIVE), step_times)
-    entry = comparison.get(study_report.PROGRESSIVE)
+        (report.BASELINE, report.PROGRESSIVE), step_times)
+    entry = comparison.get(report.PROGRESSIVE)
     answers.append(dict(
         study=results_dir, config=config,
         length=_length(rows, config, plan.get('command', '')),
@@ -73,7 +73,7 @@ def study_answers(results_dir) -> List[Dict[str, object]]:
 
 def _clock_cells(entry, name) -> List[str]:
   out = []
-  for clock in study_report.CLOCKS:
+  for clock in report.CLOCKS:
     value = entry.get(f'{name}_{clock}') if entry else None
     out.append('–' if value is None else
                f"{_num(value, 2, 'x')} "
@@ -84,10 +84,10 @@ def _clock_cells(entry, name) -> List[str]:
 def answers_table(results_dirs: Sequence[str]) -> List[str]:
   """The markdown table: one row per study and config."""
   def per_clock(what):
-    return ' | '.join(f'{what}: {clock}' for clock in study_report.CLOCKS)
+    return ' | '.join(f'{what}: {clock}' for clock in report.CLOCKS)
   lines = [
-      f'Progressive learning (`{study_report.PROGRESSIVE}`) against '
-      f'`{study_report.BASELINE}` (64 px and the final regularization '
+      f'Progressive learning (`{report.PROGRESSIVE}`) against '
+      f'`{report.BASELINE}` (64 px and the final regularization '
       'throughout), paired by seed; 95 % intervals in brackets (paired t for '
       'top-1, percentile bootstrap over seeds for time ratios, on the '
       "normalized clock with the step-time benchmark's rounds redrawn too). "
@@ -96,12 +96,12 @@ def answers_table(results_dirs: Sequence[str]) -> List[str]:
       'the lower of the two final mean top-1s.', '',
       '| study | config | seeds | top-1 difference (points) | '
       f"{per_clock('time ratio')} | {per_clock('speedup to target')} |",
-      '|---|---|---|---|' + '---|' * (2 * len(study_report.CLOCKS))]
+      '|---|---|---|---|' + '---|' * (2 * len(report.CLOCKS))]
   for results_dir in results_dirs:
     answers = study_answers(results_dir)
     if not answers:
       cols = [f'not started (`{results_dir}`)'] + ['–'] * (
-          3 + 2 * len(study_report.CLOCKS))
+          3 + 2 * len(report.CLOCKS))
       lines.append('| ' + ' | '.join(cols) + ' |')
       continue
     for answer in answers:
