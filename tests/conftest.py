@@ -2,6 +2,7 @@
 import fcntl
 import os
 import re
+import shutil
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -18,6 +19,12 @@ try:
       _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 except RuntimeError:  # Devices already initialized by another import.
   pass
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      'markers', 'multiprocess: runs several training processes at once '
+      '(deselect with -m "not multiprocess" on a busy machine)')
 
 
 @pytest.fixture(autouse=True)
@@ -82,6 +89,45 @@ def tiny_config(fashion_mnist_tfds_dir):
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The shared run's config: TINY_HPARAMS in one stage, 15 steps, a checkpoint
+# every 5 (ckpt-5, ckpt-10, ckpt-15).
+SHARED_RUN_HPARAMS = 'train.stages=0'
+
+
+@pytest.fixture(scope='session')
+def shared_tiny_run(fashion_mnist_tfds_dir, tmp_path_factory):
+  """A finished tiny run, trained once per test session, never written to.
+
+  Tests that need a trained folder copy it (`copy_of_shared_run`) rather
+  than train their own. Under pytest-xdist the first worker trains it while
+  the others wait on a lock; it is trained into a scratch folder and renamed,
+  so that nobody sees half a run.
+  """
+  from automl_effnetv2 import main, train_lib  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent
+  folder = root / 'shared_tiny_run'
+  with open(root / 'shared_tiny_run.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not folder.exists():
+      scratch = root / 'shared_tiny_run.partial'
+      shutil.rmtree(scratch, ignore_errors=True)
+      config = main.build_config(
+          'efficientnetv2-b0', 'FashionMNISTFt',
+          TINY_HPARAMS + f',data.tfds_data_dir={fashion_mnist_tfds_dir},'
+          + SHARED_RUN_HPARAMS)
+      train_lib.Trainer(config, str(scratch), strategy=one_device()).train()
+      os.rename(scratch, folder)
+  return str(folder)
+
+
+def copy_of_shared_run(shared_run: str, tmp_path) -> str:
+  """A copy of the shared run that a test may change."""
+  copy = str(tmp_path / 'run')
+  shutil.copytree(shared_run, copy)
+  return copy
 
 
 def main_command(fashion_dir, *flags, extra=''):

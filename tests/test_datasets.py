@@ -49,6 +49,12 @@ def test_fashion_mnist_raw_images_are_28x28_gray(fashion_mnist_tfds_dir):
   assert image.shape == (28, 28, 1) and image.dtype == tf.uint8
 
 
+# A 1K-example shuffle buffer: filling upstream's 16K one reads and decodes
+# 16K images before the first batch, seconds that these tests do not test
+# (test_shuffle_buffer_from_the_config checks the buffer sizes).
+_SMALL_BUFFER_K = 1
+
+
 @pytest.mark.parametrize('size', [32, 64, 128])
 @pytest.mark.parametrize('is_training', [True, False])
 def test_fashion_mnist_pipeline_shapes_and_ranges(fashion_mnist_tfds_dir,
@@ -57,7 +63,7 @@ def test_fashion_mnist_pipeline_shapes_and_ranges(fashion_mnist_tfds_dir,
       is_training=is_training, image_size=size,
       augment=augment_spec.AugmentSpec(policy='randaug', magnitude=10),
       mixup_alpha=0.2, cutmix_alpha=0.2,
-      tfds_data_dir=fashion_mnist_tfds_dir)
+      tfds_data_dir=fashion_mnist_tfds_dir, shuffle_size_k=_SMALL_BUFFER_K)
   images, labels = next(iter(inp.dataset(16)))
   assert images.shape == (16, size, size, 3)
   assert labels.shape == (16, 10)
@@ -72,7 +78,7 @@ def test_resumed_stream_equals_uninterrupted_stream(fashion_mnist_tfds_dir):
         is_training=True, image_size=32,
         augment=augment_spec.AugmentSpec(policy='randaug', magnitude=10),
         mixup_alpha=0.3, cutmix_alpha=0.3, seed=5,
-        tfds_data_dir=fashion_mnist_tfds_dir)
+        tfds_data_dir=fashion_mnist_tfds_dir, shuffle_size_k=_SMALL_BUFFER_K)
   uninterrupted = [b for b in make().dataset(8).take(5)]
   resumed = [b for b in make().dataset(8, start_step=3).take(2)]
   for (x1, y1), (x2, y2) in zip(uninterrupted[3:], resumed):
@@ -87,7 +93,7 @@ def test_fixed_parallelism_gives_the_autotuned_stream(fashion_mnist_tfds_dir):
         is_training=True, image_size=32, augment=augment_spec.AugmentSpec(policy='ft_randaug'),
         mixup_alpha=0.2,
         seed=3, tfds_data_dir=fashion_mnist_tfds_dir,
-        parallel_calls=parallel_calls)
+        parallel_calls=parallel_calls, shuffle_size_k=_SMALL_BUFFER_K)
   autotuned = make(None).dataset(8)
   fixed = make(2).dataset(8)
   assert autotuned.options().autotune.enabled

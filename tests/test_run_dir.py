@@ -9,7 +9,8 @@ import time
 import pytest
 import tensorflow as tf
 
-from conftest import cli_env, main_command, one_device
+from conftest import (SHARED_RUN_HPARAMS, cli_env, copy_of_shared_run,
+                      main_command, one_device)
 from automl_effnetv2 import local_data
 from automl_effnetv2 import main
 from automl_effnetv2 import run_dir
@@ -17,27 +18,9 @@ from automl_effnetv2 import train_errors
 from automl_effnetv2 import train_lib
 
 
-# 15 steps, one stage, a checkpoint every 5 steps: ckpt-5, ckpt-10, ckpt-15.
-_SHORT = 'train.stages=0'
-
-
-@pytest.fixture(scope='module')
-def trained_run(tmp_path_factory):
-  """Where a finished tiny run is trained once; tests work on copies."""
-  return str(tmp_path_factory.mktemp('trained') / 'run')
-
-
 def _tiny(tiny_config):
-  return tiny_config(_SHORT)
-
-
-def _copy_of_trained_run(trained_run, tiny_config, tmp_path):
-  if not os.path.exists(os.path.join(trained_run, 'checkpoint')):
-    train_lib.Trainer(_tiny(tiny_config), trained_run,
-                      strategy=one_device()).train()
-  copy = str(tmp_path / 'run')
-  shutil.copytree(trained_run, copy)
-  return copy
+  """The config of conftest's shared run."""
+  return tiny_config(SHARED_RUN_HPARAMS)
 
 
 def _truncate(path):
@@ -119,8 +102,8 @@ def test_failed_save_leaves_no_temp_folder(tiny_config, tmp_path,
 
 # -- checkpoints --------------------------------------------------------------
 def test_damaged_newest_checkpoint_is_skipped_and_leftovers_removed(
-    trained_run, tiny_config, tmp_path, capsys):
-  model_dir = _copy_of_trained_run(trained_run, tiny_config, tmp_path)
+    shared_tiny_run, tiny_config, tmp_path, capsys):
+  model_dir = copy_of_shared_run(shared_tiny_run, tmp_path)
   _truncate(os.path.join(model_dir, 'ckpt-15.data-00000-of-00001'))
   # What a kill during a save and a full disk leave behind...
   os.makedirs(os.path.join(model_dir, 'ckpt-20_temp'))
@@ -153,8 +136,8 @@ def test_damaged_newest_checkpoint_is_skipped_and_leftovers_removed(
 
 
 def test_no_readable_checkpoint_is_one_error_naming_them(
-    trained_run, tiny_config, tmp_path):
-  model_dir = _copy_of_trained_run(trained_run, tiny_config, tmp_path)
+    shared_tiny_run, tiny_config, tmp_path):
+  model_dir = copy_of_shared_run(shared_tiny_run, tmp_path)
   for step in (5, 10, 15):
     _truncate(os.path.join(model_dir, f'ckpt-{step}.index'))
   with pytest.raises(train_errors.TrainingError,
@@ -164,10 +147,10 @@ def test_no_readable_checkpoint_is_one_error_naming_them(
 
 
 def test_eval_of_another_model_in_a_folder_without_config(
-    trained_run, tiny_config, tmp_path):
-  model_dir = _copy_of_trained_run(trained_run, tiny_config, tmp_path)
+    shared_tiny_run, tiny_config, tmp_path):
+  model_dir = copy_of_shared_run(shared_tiny_run, tmp_path)
   os.remove(os.path.join(model_dir, 'config.yaml'))
-  other = tiny_config(_SHORT + ',model.width_coefficient=0.5')
+  other = tiny_config(SHARED_RUN_HPARAMS + ',model.width_coefficient=0.5')
   with pytest.raises(train_errors.TrainingError,
                      match='does not fit this model .*another --model_name'):
     main.run('eval', other, model_dir, strategy=one_device())
@@ -201,11 +184,11 @@ def _listing(folder):
 
 
 def test_training_on_in_a_folder_without_config_is_refused(
-    trained_run, tiny_config, tmp_path):
-  model_dir = _copy_of_trained_run(trained_run, tiny_config, tmp_path)
+    shared_tiny_run, tiny_config, tmp_path):
+  model_dir = copy_of_shared_run(shared_tiny_run, tmp_path)
   os.remove(os.path.join(model_dir, 'config.yaml'))
   before = _listing(model_dir)
-  other_batch = tiny_config(_SHORT + ',train.batch_size=8')
+  other_batch = tiny_config(SHARED_RUN_HPARAMS + ',train.batch_size=8')
   with pytest.raises(run_dir.RunDirError,
                      match='holds checkpoints but no config.yaml') as error:
     main.run('train', other_batch, model_dir, strategy=one_device())
@@ -225,6 +208,7 @@ def _lock_holder_pid(model_dir):
     return None
 
 
+@pytest.mark.multiprocess
 def test_one_writer_per_folder_and_eval_beside_it(fashion_mnist_tfds_dir,
                                                   tmp_path):
   model_dir = str(tmp_path / 'run')

@@ -3,7 +3,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -14,7 +13,8 @@ from automl_effnetv2 import main
 from automl_effnetv2 import run_dir
 from automl_effnetv2 import train_errors
 from automl_effnetv2 import train_lib
-from conftest import REPO, one_device
+from conftest import (REPO, SHARED_RUN_HPARAMS, cli_env, copy_of_shared_run,
+                      main_command, one_device)
 
 
 def _checkpoint_values(path):
@@ -93,17 +93,9 @@ def test_stage_settings_reach_model_and_pipeline(tiny_config, tmp_path):
 
 
 def _train_command(model_dir, fashion_dir, extra=''):
-  from conftest import TINY_HPARAMS  # pylint: disable=g-import-not-at-top
-  hparams = (TINY_HPARAMS + f',data.tfds_data_dir={fashion_dir},'
-             'train.epochs=0.02' + extra)
-  return [sys.executable, '-m', 'automl_effnetv2.main', '--mode=train',
-          '--dataset_cfg=FashionMNISTFt', f'--model_dir={model_dir}',
-          f'--hparam_str={hparams}', '--strategy=one_device']
-
-
-def _env():
-  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
-  return env
+  """`main.py --mode=train` of the tiny config for 0.02 epochs (75 steps)."""
+  return main_command(fashion_dir, '--mode=train', f'--model_dir={model_dir}',
+                      extra=',train.epochs=0.02' + extra)
 
 
 def _wait_for_first_checkpoint(proc, model_dir):
@@ -129,10 +121,10 @@ def test_killed_and_terminated_runs_resume_to_the_same_weights(
     fashion_mnist_tfds_dir, tmp_path):
   whole, stopped = tmp_path / 'whole', tmp_path / 'stopped'
   subprocess.run(_train_command(whole, fashion_mnist_tfds_dir), check=True,
-                 env=_env(), cwd=REPO, capture_output=True)
+                 env=cli_env(), cwd=REPO, capture_output=True)
   # The same command, SIGKILLed right after its first periodic checkpoint.
   proc = subprocess.Popen(_train_command(stopped, fashion_mnist_tfds_dir),
-                          env=_env(), cwd=REPO, stdout=subprocess.DEVNULL,
+                          env=cli_env(), cwd=REPO, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   _wait_for_first_checkpoint(proc, stopped)
   proc.send_signal(signal.SIGKILL)
@@ -144,7 +136,7 @@ def test_killed_and_terminated_runs_resume_to_the_same_weights(
   out_path, err_path = tmp_path / 'stdout', tmp_path / 'stderr'
   with open(out_path, 'w') as out, open(err_path, 'w') as err:
     proc = subprocess.Popen(_train_command(stopped, fashion_mnist_tfds_dir),
-                            env=_env(), cwd=REPO, stdout=out, stderr=err)
+                            env=cli_env(), cwd=REPO, stdout=out, stderr=err)
   _wait_for_checkpoint_after(proc, stopped, killed_at)
   proc.send_signal(signal.SIGTERM)
   proc.wait(timeout=120)
@@ -157,7 +149,7 @@ def test_killed_and_terminated_runs_resume_to_the_same_weights(
   terminated_at = int(saved.split('-')[-1])
   assert terminated_at < 75, 'the run finished before the signal'
   resumed = subprocess.run(_train_command(stopped, fashion_mnist_tfds_dir),
-                           env=_env(), cwd=REPO, capture_output=True,
+                           env=cli_env(), cwd=REPO, capture_output=True,
                            text=True, check=True)
   assert f'steps {terminated_at}->' in resumed.stdout
   final_whole = _checkpoint_values(tf.train.latest_checkpoint(str(whole)))
@@ -168,12 +160,11 @@ def test_killed_and_terminated_runs_resume_to_the_same_weights(
                                   err_msg=name)
 
 
-def test_resuming_with_another_config_is_refused(tiny_config, tmp_path):
-  trainer = train_lib.Trainer(tiny_config('train.epochs=0.01'), str(tmp_path),
-                              strategy=one_device())
-  trainer.train()
-  other = train_lib.Trainer(tiny_config('train.epochs=0.01,data.ram=7'),
-                            str(tmp_path), strategy=one_device())
+def test_resuming_with_another_config_is_refused(shared_tiny_run, tiny_config,
+                                                 tmp_path):
+  model_dir = copy_of_shared_run(shared_tiny_run, tmp_path)
+  other = train_lib.Trainer(tiny_config(SHARED_RUN_HPARAMS + ',data.ram=7'),
+                            model_dir, strategy=one_device())
   with pytest.raises(run_dir.RunDirError, match='data.ram'):
     other.train()
 
@@ -214,6 +205,8 @@ def test_mirrored_two_replicas_match_one_device(tiny_config, tmp_path):
     trainer = train_lib.Trainer(tiny_config(extra), str(tmp_path / name),
                                 strategy=strategy)
     assert trainer.num_replicas == (2 if name == 'mirrored' else 1)
+    if name == 'one':
+      initial = [w.numpy() for w in trainer.model.trainable_weights]
     trainer.train()
     if name == 'mirrored':  # Each replica's copy got the same update.
       for variable in (trainer.model.trainable_weights +
@@ -233,10 +226,7 @@ def test_mirrored_two_replicas_match_one_device(tiny_config, tmp_path):
   for one, mirrored in zip(stats_one, stats_mirrored):
     np.testing.assert_allclose(one, mirrored, atol=1e-3, rtol=1e-3)
   # The steps did change the weights: the comparison is not trivial.
-  fresh = train_lib.Trainer(tiny_config(extra), str(tmp_path / 'fresh'),
-                            strategy=one_device())
-  assert max(np.abs(a - w.numpy()).max() for a, w in zip(
-      train_one, fresh.model.trainable_weights)) > 1e-3
+  assert max(np.abs(a - b).max() for a, b in zip(train_one, initial)) > 1e-3
 
 
 def test_xla_train_step_matches_plain_step(tiny_config, tmp_path):
@@ -263,18 +253,20 @@ def test_xla_train_step_matches_plain_step(tiny_config, tmp_path):
     np.testing.assert_allclose(plain, xla, atol=1e-4)
 
 
+@pytest.mark.multiprocess
 def test_multi_worker_mirrored_two_processes(fashion_mnist_tfds_dir, tmp_path):
   import portpicker  # pylint: disable=g-import-not-at-top
   ports = [portpicker.pick_unused_port() for _ in range(2)]
   cluster = {'worker': [f'127.0.0.1:{p}' for p in ports]}
   procs = []
   for index in range(2):
-    env = _env()
+    env = cli_env()
     env['TF_CONFIG'] = json.dumps({'cluster': cluster,
                                    'task': {'type': 'worker', 'index': index}})
     command = _train_command(tmp_path / 'run', fashion_mnist_tfds_dir,
                              ',train.epochs=0.01,train.stages=0')
-    command[-1] = '--strategy=multi_worker_mirrored'
+    command = [a for a in command if not a.startswith('--strategy=')] + [
+        '--strategy=multi_worker_mirrored']
     procs.append(subprocess.Popen(command, env=env, cwd=REPO,
                                   stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True))
