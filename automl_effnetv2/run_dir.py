@@ -408,12 +408,9 @@ class RunDir:
 
   def loadable_checkpoint(self, candidates: Optional[Iterable[str]] = None
                           ) -> Tuple[Optional[str], List[Tuple[str, str]]]:
-    """The newest checkpoint whose files read back whole.
-
-    Returns (path or None, [(skipped path, why), ...]). Every tensor is read,
-    so a truncated index or data file, or a bad checksum, is caught here
-    rather than half-way through a restore.
-    """
+    """(the newest checkpoint whose files read back whole or None,
+    [(skipped path, why), ...]). Every tensor is read, so a truncated file or
+    a bad checksum is caught here rather than half-way through a restore."""
     skipped = []
     for path in reversed(list(candidates or self.checkpoints())):
       problem = checkpoint_problem(path)
