@@ -46,9 +46,9 @@ def register_input(ds_name: str, recipe: Optional[str] = None):
   """Class decorator: `data.ds_name=<ds_name>` selects this Input class.
 
   With `recipe`, the same line also registers the training config
-  `--dataset_cfg=<ds_name>` whose values are the file
-  automl_effnetv2/recipes/<recipe>.yaml, so that adding a dataset is its
-  Input class, this one line and its recipe (README, "Adding a dataset").
+  `--dataset_cfg=<ds_name>` from automl_effnetv2/recipes/<recipe>.yaml (or
+  a path ending in .yaml), so that adding a dataset is its Input class,
+  this one line and its recipe (README, "Adding a dataset").
   """
   def add(cls):
     _INPUTS[ds_name] = cls
@@ -59,8 +59,8 @@ def register_input(ds_name: str, recipe: Optional[str] = None):
                          f'{cfg.data.ds_name!r}, not {ds_name!r}')
       cfg.update(dict(data=dict(ds_name=ds_name)))
       training_config = type(ds_name, (), dict(
-          cfg=cfg, __doc__=f'The recipe automl_effnetv2/recipes/{recipe}.yaml '
-          f'on {cls.__name__}.'))
+          cfg=cfg, __doc__=f'The training values of recipe {recipe!r} on '
+          f'{cls.__name__}.'))
       ds_register(training_config, name=ds_name)
     return cls
   return add
