@@ -73,19 +73,20 @@ TINY_HPARAMS = ','.join([
 ])
 
 
+def build_tiny_config(fashion_dir, extra=''):
+  """The tiny config (TINY_HPARAMS on FashionMNISTFt), then `extra`."""
+  from automl_effnetv2 import main  # pylint: disable=g-import-not-at-top
+  config = main.build_config(
+      'efficientnetv2-b0', 'FashionMNISTFt',
+      TINY_HPARAMS + f',data.tfds_data_dir={fashion_dir}')
+  config.override(extra)
+  return config
+
+
 @pytest.fixture
 def tiny_config(fashion_mnist_tfds_dir):
   """A fast Fashion-MNIST config: tiny B0, 32 px, two stages, 15 steps."""
-  from automl_effnetv2 import main
-
-  def make(extra=''):
-    hparam_str = TINY_HPARAMS + f',data.tfds_data_dir={fashion_mnist_tfds_dir}'
-    config = main.build_config('efficientnetv2-b0', 'FashionMNISTFt',
-                               hparam_str)
-    config.override(extra)
-    return config
-
-  return make
+  return lambda extra='': build_tiny_config(fashion_mnist_tfds_dir, extra)
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,7 +105,7 @@ def shared_tiny_run(fashion_mnist_tfds_dir, tmp_path_factory):
   the others wait on a lock; it is trained into a scratch folder and renamed,
   so that nobody sees half a run.
   """
-  from automl_effnetv2 import main, train_lib  # pylint: disable=g-import-not-at-top
+  from automl_effnetv2 import train_lib  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.getbasetemp()
   if os.environ.get('PYTEST_XDIST_WORKER'):
     root = root.parent
@@ -114,10 +115,7 @@ def shared_tiny_run(fashion_mnist_tfds_dir, tmp_path_factory):
     if not folder.exists():
       scratch = root / 'shared_tiny_run.partial'
       shutil.rmtree(scratch, ignore_errors=True)
-      config = main.build_config(
-          'efficientnetv2-b0', 'FashionMNISTFt',
-          TINY_HPARAMS + f',data.tfds_data_dir={fashion_mnist_tfds_dir},'
-          + SHARED_RUN_HPARAMS)
+      config = build_tiny_config(fashion_mnist_tfds_dir, SHARED_RUN_HPARAMS)
       train_lib.Trainer(config, str(scratch), strategy=one_device()).train()
       os.rename(scratch, folder)
   return str(folder)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, TF_NATIVE_LOG
+from conftest import REPO, TF_NATIVE_LOG, build_tiny_config
 from automl_effnetv2 import augment_spec
 from automl_effnetv2 import datasets
 from automl_effnetv2 import export
@@ -37,10 +37,8 @@ def _fashion_mnist_test_images(count):
 @pytest.fixture(scope='module')
 def exported_run(fashion_mnist_tfds_dir, tmp_path_factory):
   """A tiny FashionMNISTFt run trained enough to be confident, exported."""
-  from conftest import TINY_HPARAMS  # pylint: disable=g-import-not-at-top
-  config = main.build_config(
-      'efficientnetv2-b0', 'FashionMNISTFt',
-      TINY_HPARAMS + f',data.tfds_data_dir={fashion_mnist_tfds_dir},'
+  config = build_tiny_config(
+      fashion_mnist_tfds_dir,
       'train.epochs=0.03,train.stages=0,data.mixup_alpha=0,'
       'data.cutmix_alpha=0,data.augname=ft_plain,train.optimizer=momentum,'
       'train.lr_base=0.5,train.ema_decay=0.9,runtime.save_checkpoints_steps=1000')
