@@ -1,4 +1,5 @@
 """Shared test setup: quiet TensorFlow, two logical CPUs, seeded randomness."""
+import contextlib
 import fcntl
 import os
 import re
@@ -34,6 +35,19 @@ def _seeded():
   yield
 
 
+@contextlib.contextmanager
+def _shared_by_workers(tmp_path_factory, name):
+  """Yields the path <the test run's temp folder>/<name> while holding a lock
+  that every pytest-xdist worker takes, so that the first to come makes
+  what lies there and the others, waiting, then find it made."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent  # The run's folder, above each worker's own.
+  with open(root / f'{name}.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    yield root / name
+
+
 @pytest.fixture(scope='session')
 def fashion_mnist_tfds_dir(tmp_path_factory):
   """tfds' fashion_mnist prepared once from the Debian files, offline.
@@ -45,12 +59,7 @@ def fashion_mnist_tfds_dir(tmp_path_factory):
   folder = local_data.default_fashion_mnist_dir()
   assert folder, ('the real Fashion-MNIST files are required: '
                   'apt-get install -y dataset-fashion-mnist')
-  root = tmp_path_factory.getbasetemp()
-  if os.environ.get('PYTEST_XDIST_WORKER'):
-    root = root.parent  # The run's folder, above each worker's own.
-  tfds_dir = root / 'fashion_mnist_tfds'
-  with open(root / 'fashion_mnist_tfds.lock', 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
+  with _shared_by_workers(tmp_path_factory, 'fashion_mnist_tfds') as tfds_dir:
     local_data.prepare_fashion_mnist(folder, str(tfds_dir))
   return str(tfds_dir)
 
@@ -106,14 +115,9 @@ def shared_tiny_run(fashion_mnist_tfds_dir, tmp_path_factory):
   so that nobody sees half a run.
   """
   from automl_effnetv2 import train_lib  # pylint: disable=g-import-not-at-top
-  root = tmp_path_factory.getbasetemp()
-  if os.environ.get('PYTEST_XDIST_WORKER'):
-    root = root.parent
-  folder = root / 'shared_tiny_run'
-  with open(root / 'shared_tiny_run.lock', 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
+  with _shared_by_workers(tmp_path_factory, 'shared_tiny_run') as folder:
     if not folder.exists():
-      scratch = root / 'shared_tiny_run.partial'
+      scratch = folder.with_name(folder.name + '.partial')
       shutil.rmtree(scratch, ignore_errors=True)
       config = build_tiny_config(fashion_mnist_tfds_dir, SHARED_RUN_HPARAMS)
       train_lib.Trainer(config, str(scratch), strategy=one_device()).train()
