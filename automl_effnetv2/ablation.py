@@ -17,8 +17,9 @@ if __package__ in (None, ''):
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 
+from automl_effnetv2 import cli
 from automl_effnetv2.study import runner
 
 if __name__ == '__main__':
   runner.define_flags()
-  app.run(runner.main)
+  app.run(runner.main, flags_parser=cli.parse_flags)

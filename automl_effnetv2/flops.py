@@ -23,6 +23,8 @@ if __package__ in (None, ''):
 from absl import app
 from absl import flags
 
+from automl_effnetv2 import cli
+
 
 def layer_multiply_adds(layer) -> int:
   """Multiply-adds of one call of a built layer (0 for layers without)."""
@@ -81,12 +83,12 @@ def main(argv):
   del argv
   try:
     sizes = [int(s) for s in FLAGS.sizes]
-  except ValueError as e:
-    raise app.UsageError(f'--sizes={",".join(FLAGS.sizes)}: expected '
-                         'integers, e.g. --sizes=28,64') from e
+  except ValueError:
+    cli.usage_error(f'--sizes={",".join(FLAGS.sizes)}: expected integers, '
+                    'e.g. --sizes=28,64')
   if any(s < 1 for s in sizes):
-    raise app.UsageError(f'--sizes={",".join(FLAGS.sizes)}: sizes must be '
-                         'positive')
+    cli.usage_error(f'--sizes={",".join(FLAGS.sizes)}: sizes must be '
+                    'positive')
   config = ({'num_classes': FLAGS.num_classes}
             if FLAGS.num_classes else None)
   counts = multiply_adds_per_image(FLAGS.model_name, sizes, config)
@@ -103,4 +105,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -623,3 +623,26 @@ def test_step_time_benchmark_runs_every_size(tiny_config):
                               warmup_calls=1)
   assert sorted(result['seconds_per_step']) == ['16', '24']
   assert all(len(v) == 2 for v in result['samples'].values())
+
+
+@pytest.mark.parametrize('program, args, message', [
+    ('automl_effnetv2.ablation', ['--seeds=many', '--output_dir=runs/x'],
+     'flag --seeds=many'),
+    ('automl_effnetv2.study.step_times', ['--sizes=28'],
+     '--output is required'),
+    ('automl_effnetv2.study.step_times',
+     ['--dataset_cfg=fashion_mnst', '--output=x.json'],
+     "did you mean fashion_mnist"),
+    ('automl_effnetv2.flops', ['--sizes=28,big'], 'expected integers'),
+])
+def test_study_programs_refuse_mistakes_in_one_line(tmp_path, program, args,
+                                                   message):
+  result = subprocess.run([sys.executable, '-m', program, *args],
+                          env=dict(os.environ, PYTHONPATH=REPO), cwd=tmp_path,
+                          capture_output=True, text=True, check=False)
+  errors = [line for line in result.stderr.splitlines()
+            if line.startswith('error:')]
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr
+  assert os.listdir(tmp_path) == []

@@ -41,6 +41,7 @@ if __package__ in (None, ''):
 from absl import app
 from absl import flags
 
+from automl_effnetv2 import cli
 from automl_effnetv2 import progressive
 from automl_effnetv2 import run_dir
 from automl_effnetv2.study import clocks
@@ -273,12 +274,6 @@ def ensure_step_times(path: str, cells: Sequence[Cell], build, data_dir,
   os.remove(log_path)
 
 
-def _usage_error(message: str):
-  """One line and a pointer to --help, as main.py does."""
-  print(f'error: {message} (see --help)', file=sys.stderr)
-  sys.exit(2)
-
-
 def _step_times(results_dir, cells, build, env) -> Optional[Dict]:
   """The study's step times: copied from --step_times_from, or measured
   once by the paired benchmark (with --step_times)."""
@@ -287,7 +282,7 @@ def _step_times(results_dir, cells, build, env) -> Optional[Dict]:
     try:
       report.read_json(FLAGS.step_times_from)['seconds_per_step']
     except (OSError, ValueError, KeyError):
-      _usage_error(f'--step_times_from={FLAGS.step_times_from} is not a '
+      cli.usage_error(f'--step_times_from={FLAGS.step_times_from} is not a '
                    'step-time file of a study (step_times.json); pass one')
     shutil.copy(FLAGS.step_times_from, path)
   elif FLAGS.step_times:
@@ -310,7 +305,7 @@ def _report_answers(results_dir):
       lines = answers.write_answers(FLAGS.answers_to,
                                           [results_dir] + FLAGS.combine)
     except (OSError, ValueError) as e:
-      _usage_error(str(e))
+      cli.usage_error(str(e))
     print('\n'.join(lines))
     print(f'wrote the answers table into {FLAGS.answers_to}')
 
@@ -320,33 +315,33 @@ def main(argv):
   from automl_effnetv2 import run_config  # pylint: disable=g-import-not-at-top
   from automl_effnetv2 import hparams  # pylint: disable=g-import-not-at-top
   if not (FLAGS.output_dir or FLAGS.results_dir):
-    _usage_error('--output_dir is required (run folders go there)')
+    cli.usage_error('--output_dir is required (run folders go there)')
   results_dir = FLAGS.results_dir or os.path.join(FLAGS.output_dir,
                                                   'results')
   if FLAGS.report_only:
     if not os.path.exists(os.path.join(results_dir, report.PLAN)):
-      _usage_error(f'{results_dir} holds no study ({report.PLAN} is '
+      cli.usage_error(f'{results_dir} holds no study ({report.PLAN} is '
                    'missing); pass the --results_dir of a study')
     if FLAGS.answers_to and not os.path.isfile(FLAGS.answers_to):
-      _usage_error(f'--answers_to={FLAGS.answers_to} is not a file; pass '
+      cli.usage_error(f'--answers_to={FLAGS.answers_to} is not a file; pass '
                    'the markdown file that holds the answers block')
     print('\n'.join(report.write_report(results_dir)))
     _report_answers(results_dir)
     return
   if not FLAGS.output_dir:
-    _usage_error('--output_dir is required (run folders go there)')
+    cli.usage_error('--output_dir is required (run folders go there)')
   for mode in FLAGS.modes:
     try:
       progressive.check_ablation(mode)
     except ValueError as e:
-      _usage_error(str(e))
+      cli.usage_error(str(e))
   reference = FLAGS.equal_time_to
   if reference is not None and reference not in FLAGS.modes:
-    _usage_error(f'--equal_time_to={reference} is not one of --modes '
+    cli.usage_error(f'--equal_time_to={reference} is not one of --modes '
                  f'({",".join(FLAGS.modes)}); add it there')
   for folder in FLAGS.reuse_from:
     if not os.path.isdir(os.path.join(folder, 'runs')):
-      _usage_error(f'--reuse_from={folder} holds no finished runs (no runs/ '
+      cli.usage_error(f'--reuse_from={folder} holds no finished runs (no runs/ '
                    'folder); pass the --results_dir of another study')
   cells = grid_order(FLAGS.dataset_cfg, FLAGS.modes, FLAGS.seeds)
   configs, epochs = {}, {}
@@ -373,7 +368,7 @@ def main(argv):
     step_times = _step_times(results_dir, cells, build, env)
     if reference is not None:
       if not step_times:
-        _usage_error('--equal_time_to needs step times: keep --step_times '
+        cli.usage_error('--equal_time_to needs step times: keep --step_times '
                      'on or pass --step_times_from')
       for cell in cells:
         if cell.mode != reference:
@@ -385,7 +380,7 @@ def main(argv):
                 f'time of {reference} at {base.train.epochs:g}', flush=True)
     owner = shared_runs(cells, build)
   except (hparams.ConfigError, ValueError) as e:
-    _usage_error(str(e))
+    cli.usage_error(str(e))
   report.save_plan(results_dir, cells, owner, sys.argv[1:])
   elsewhere = finished_runs(FLAGS.reuse_from)
   for cell in cells:
@@ -436,4 +431,4 @@ def train(cell: Cell, model_dir: str, env, epochs: Optional[float]):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -25,6 +25,8 @@ if __package__ in (None, ''):
 from absl import app
 from absl import flags
 
+from automl_effnetv2 import cli
+
 
 def measure(config, sizes: Sequence[int], steps: int = 20, rounds: int = 3,
             warmup_calls: int = 2, data_dir=None) -> Dict[str, object]:
@@ -84,16 +86,20 @@ def define_flags():
 
 def main(argv):
   del argv
+  from automl_effnetv2 import hparams  # pylint: disable=g-import-not-at-top
   from automl_effnetv2 import run_config  # pylint: disable=g-import-not-at-top
   if not FLAGS.output:
-    raise app.UsageError('--output is required (the JSON file to write)')
+    cli.usage_error('--output is required (the JSON file to write)')
   try:
     sizes = [int(s) for s in FLAGS.sizes]
-  except ValueError as e:
-    raise app.UsageError(f'--sizes={",".join(FLAGS.sizes)}: expected '
-                         'integers, e.g. --sizes=28,64') from e
-  config = run_config.build_config(FLAGS.model_name, FLAGS.dataset_cfg,
-                                    FLAGS.hparam_str)
+  except ValueError:
+    cli.usage_error(f'--sizes={",".join(FLAGS.sizes)}: expected integers, '
+                    'e.g. --sizes=28,64')
+  try:
+    config = run_config.build_config(FLAGS.model_name, FLAGS.dataset_cfg,
+                                      FLAGS.hparam_str)
+  except (hparams.ConfigError, ValueError) as e:
+    cli.usage_error(str(e))
   result = measure(config, sizes, FLAGS.steps, FLAGS.rounds,
                    data_dir=FLAGS.data_dir)
   result['dataset_cfg'] = FLAGS.dataset_cfg
@@ -108,4 +114,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)
