@@ -73,7 +73,11 @@ def parse_args(argv):
                       help='writes <results>.json and <results>.png')
   parser.add_argument('--epochs', type=int, default=2,
                       help='whole epochs (upstream fails on fractions)')
-  parser.add_argument('--seeds', type=int, default=2)
+  parser.add_argument('--seeds', type=int, default=2,
+                      help='how many runs per side and mode')
+  parser.add_argument('--first_seed', type=int, default=0,
+                      help='the first seed (upstream: the first run number), '
+                      'to add runs beside earlier ones')
   parser.add_argument('--modes', default='none,no_progressive')
   parser.add_argument('--sides', default=','.join(SIDES),
                       help='which sides to train (more runs of one side)')
@@ -93,6 +97,8 @@ def check_args(args):
   """One line naming the problem and the fix, or None."""
   if args.epochs < 1 or args.seeds < 1:
     return '--epochs and --seeds must be at least 1.'
+  if args.first_seed < 0:
+    return '--first_seed must be 0 or more.'
   unknown = set(args.sides.split(',')) - set(SIDES)
   if unknown:
     return f'--sides takes {" and/or ".join(SIDES)}, not {sorted(unknown)}.'
@@ -297,7 +303,7 @@ def train_port(args, mode, seed, folder):
 def run_all(args):
   modes = args.modes.split(',')
   sides = [side for side in SIDES if side in args.sides.split(',')]
-  for seed in range(args.seeds):
+  for seed in range(args.first_seed, args.first_seed + args.seeds):
     for mode in modes:
       for side in sides:
         folder = os.path.join(args.output_dir, side, mode, f'seed_{seed}')

@@ -74,6 +74,22 @@ def test_flag_mistakes_get_one_line(tmp_path):
   assert 'train.restart_input_each_stage' in problem  # The closest key.
 
 
+def test_first_seed_adds_runs_beside_earlier_ones(tmp_path, capsys):
+  for seed in (4, 5):
+    folder = tmp_path / 'port' / 'none' / f'seed_{seed}'
+    folder.mkdir(parents=True)
+    (folder / 'summary.json').write_text('{}')
+  args = upstream_vs_port.parse_args(
+      ['--first_seed', '4', '--seeds', '2', '--sides', 'port', '--modes',
+       'none', '--output_dir', str(tmp_path)])
+  assert upstream_vs_port.run_all(args) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines == ['port/none/seed_4: done, skipped',
+                   'port/none/seed_5: done, skipped']
+  args = upstream_vs_port.parse_args(['--first_seed', '-1'])
+  assert upstream_vs_port.check_args(args) == '--first_seed must be 0 or more.'
+
+
 def test_same_init_waits_for_upstreams_run(tmp_path, capsys):
   args = upstream_vs_port.parse_args(
       ['--same_init', '--output_dir', str(tmp_path)])
