@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, TF_NATIVE_LOG, build_tiny_config
+from conftest import (CONFIDENT_RUN_HPARAMS, REPO, TF_NATIVE_LOG,
+                      build_tiny_config, copy_of_shared_run)
 from automl_effnetv2 import augment_spec
 from automl_effnetv2 import datasets
 from automl_effnetv2 import export
@@ -19,7 +20,6 @@ from automl_effnetv2 import labels
 from automl_effnetv2 import local_data
 from automl_effnetv2 import main
 from automl_effnetv2 import preprocessing
-from automl_effnetv2 import train_lib
 
 NUM_IMAGES = 200
 
@@ -35,17 +35,14 @@ def _fashion_mnist_test_images(count):
 
 
 @pytest.fixture(scope='module')
-def exported_run(fashion_mnist_tfds_dir, tmp_path_factory):
-  """A tiny FashionMNISTFt run trained enough to be confident, exported."""
-  config = build_tiny_config(
-      fashion_mnist_tfds_dir,
-      'train.epochs=0.03,train.stages=0,data.mixup_alpha=0,'
-      'data.cutmix_alpha=0,data.augname=ft_plain,train.optimizer=momentum,'
-      'train.lr_base=0.5,train.ema_decay=0.9,runtime.save_checkpoints_steps=1000')
-  model_dir = str(tmp_path_factory.mktemp('run'))
-  strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
-  train_lib.Trainer(config, model_dir, strategy=strategy).train()
-  paths = main.run('export', config, model_dir, strategy=strategy)
+def exported_run(confident_tiny_run, fashion_mnist_tfds_dir,
+                 tmp_path_factory):
+  """A copy of the shared confident run, exported."""
+  config = build_tiny_config(fashion_mnist_tfds_dir, CONFIDENT_RUN_HPARAMS)
+  model_dir = copy_of_shared_run(confident_tiny_run,
+                                 tmp_path_factory.mktemp('export'))
+  paths = main.run('export', config, model_dir,
+                   strategy=tf.distribute.OneDeviceStrategy('/cpu:0'))
   return config, model_dir, paths
 
 

@@ -13,8 +13,8 @@ from automl_effnetv2 import main
 from automl_effnetv2 import run_dir
 from automl_effnetv2 import train_errors
 from automl_effnetv2 import train_lib
-from conftest import (REPO, SHARED_RUN_HPARAMS, cli_env, copy_of_shared_run,
-                      main_command, one_device)
+from conftest import (CONFIDENT_RUN_HPARAMS, REPO, SHARED_RUN_HPARAMS, cli_env,
+                      copy_of_shared_run, main_command, one_device)
 
 
 def _checkpoint_values(path):
@@ -93,9 +93,11 @@ def test_stage_settings_reach_model_and_pipeline(tiny_config, tmp_path):
 
 
 def _train_command(model_dir, fashion_dir, extra=''):
-  """`main.py --mode=train` of the tiny config for 0.02 epochs (75 steps)."""
+  """`main.py --mode=train` of the tiny config for 0.02 epochs (75 steps),
+  saving every 15 steps (fewer saves than the tiny config's 5)."""
   return main_command(fashion_dir, '--mode=train', f'--model_dir={model_dir}',
-                      extra=',train.epochs=0.02' + extra)
+                      extra=',train.epochs=0.02,'
+                      'runtime.save_checkpoints_steps=15' + extra)
 
 
 def _wait_for_first_checkpoint(proc, model_dir):
@@ -280,13 +282,12 @@ def test_multi_worker_mirrored_two_processes(fashion_mnist_tfds_dir, tmp_path):
   assert metrics['final']['eval/num_examples'] == TINY_EVAL_IMAGES
 
 
-def test_eval_uses_the_ema_weights(tiny_config, tmp_path):
-  config = tiny_config('train.epochs=0.04,train.stages=0,data.mixup_alpha=0,'
-                       'data.cutmix_alpha=0,data.augname=ft_plain,'
-                       'train.optimizer=momentum,train.lr_base=0.5')
-  trainer = train_lib.Trainer(config, str(tmp_path), strategy=one_device())
-  initial = [v.numpy() for v in trainer.ema.shadows]
-  trainer.train()
+def test_eval_uses_the_ema_weights(confident_tiny_run, tiny_config, tmp_path):
+  config = tiny_config(CONFIDENT_RUN_HPARAMS)
+  model_dir = copy_of_shared_run(confident_tiny_run, tmp_path)
+  trainer = train_lib.Trainer(config, model_dir, strategy=one_device())
+  initial = [v.numpy() for v in trainer.ema.shadows]  # Untrained weights.
+  assert trainer.checkpoints.restore() > 0
   raw = trainer.evaluate(use_ema=False)['eval/acc_top1']
   # Put the untrained weights into the average: EMA and raw now differ.
   trainer.ema.reset_to(initial)
@@ -294,7 +295,7 @@ def test_eval_uses_the_ema_weights(tiny_config, tmp_path):
   ema = trainer.evaluate(use_ema=True)['eval/acc_top1']
   assert raw > 0.5 and ema < 0.3, (raw, ema)
   # What --mode=eval reports is the EMA evaluation of the checkpoint.
-  recorded = main.run('eval', config, str(tmp_path), strategy=one_device())
+  recorded = main.run('eval', config, model_dir, strategy=one_device())
   assert recorded['eval/ema'] is True
   assert recorded['eval/acc_top1'] == pytest.approx(ema, abs=1e-6)
   # Evaluation swapped the raw weights back in afterwards.
