@@ -33,6 +33,18 @@ the initial weights.
 EMA weights) with the port's evaluator and records the top-1 in the run's
 summary beside upstream's own evaluation: the two evaluators must agree.
 
+`--stop_after_step N` trains only the first N steps of each run (the
+schedule stays that of the whole run): the driver stops the training with
+SIGTERM once the run's summaries reach step N, and nothing is evaluated.
+Such prefix runs cost a fraction of a whole run and show how each side
+comes through the first stage switch; keep them in their own
+`--output_dir`, since a later whole run in the same folder would resume from
+the stopped one.
+
+The report gives each run's `switch_xent`: its mean train cross-entropy
+over the 64-step log interval that follows the first stage switch (and the
+few steps before that interval), for whole and prefix runs alike.
+
 `--report_only` rebuilds `<results>.json` and `<results>.png` (train
 cross-entropy per log interval, mean over seeds, both sides) from the
 summaries.
@@ -40,8 +52,10 @@ summaries.
 import argparse
 import glob
 import json
+import math
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -51,6 +65,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIDES = ('upstream', 'port')
 BATCH = 128
 TRAIN_IMAGES = 60000
+
+# How often a prefix run's summaries are looked at, and how long a stopped
+# training may take to save and exit before it is killed.
+STOP_POLL_SECONDS = 10
+STOP_GRACE_SECONDS = 300
 
 # The port's recipe values that upstream's config cannot hold, put back to
 # what upstream does (see the module docstring).
@@ -89,6 +108,9 @@ def parse_args(argv):
                       "upstream's run with the same mode and seed")
   parser.add_argument('--cross_eval', action='store_true',
                       help="evaluate upstream's checkpoints with the port")
+  parser.add_argument('--stop_after_step', type=int, default=0,
+                      help='train only this many steps of each run, then '
+                      'stop it without evaluation (0: whole runs)')
   parser.add_argument('--report_only', action='store_true')
   return parser.parse_args(argv)
 
@@ -99,6 +121,10 @@ def check_args(args):
     return '--epochs and --seeds must be at least 1.'
   if args.first_seed < 0:
     return '--first_seed must be 0 or more.'
+  if not 0 <= args.stop_after_step < total_steps(args.epochs):
+    return (f'--stop_after_step must be from 0 (whole runs) to '
+            f'{total_steps(args.epochs) - 1}, the last step of a '
+            f'{args.epochs}-epoch run.')
   unknown = set(args.sides.split(',')) - set(SIDES)
   if unknown:
     return f'--sides takes {" and/or ".join(SIDES)}, not {sorted(unknown)}.'
@@ -160,6 +186,21 @@ def read_scalars(folder):
   return {tag: sorted(points) for tag, points in scalars.items()}
 
 
+def latest_step(folder, tag):
+  """The highest step logged for `tag` in a folder's event files so far, or
+  -1; files still being written may end in a partial record."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  latest = -1
+  for path in glob.glob(os.path.join(folder, 'events.out.*')):
+    try:
+      for event in tf.compat.v1.train.summary_iterator(path):
+        if any(value.tag == tag for value in event.summary.value):
+          latest = max(latest, int(event.step))
+    except tf.errors.DataLossError:
+      pass  # The record being written; the next look reads it.
+  return latest
+
+
 def window_means(points, ends):
   """Mean of per-step values over (previous end, end] for each end."""
   means, start = [], 0
@@ -191,9 +232,9 @@ def sizes_by_stage(points, ends):
   return found
 
 
-def run_phase(name, command, folder, cwd, env=None):
+def run_phase(name, command, folder, cwd, env=None, stop=None):
   """Runs one phase (train or eval) of a run unless phases.json records it
-  done; returns (exit code, its seconds)."""
+  done; returns (exit code, its seconds). `stop`: see run_logged."""
   path = os.path.join(folder, 'phases.json')
   done = {}
   if os.path.exists(path):
@@ -202,7 +243,7 @@ def run_phase(name, command, folder, cwd, env=None):
   if name in done:
     return 0, done[name]
   code, seconds = run_logged(command, os.path.join(folder, 'log.txt'), cwd,
-                             env)
+                             env, stop)
   if code == 0:
     done[name] = seconds
     with open(path, 'w', encoding='utf-8') as f:
@@ -210,14 +251,40 @@ def run_phase(name, command, folder, cwd, env=None):
   return code, seconds
 
 
-def run_logged(command, log_path, cwd, env=None):
+def run_logged(command, log_path, cwd, env=None, stop=None):
+  """Runs `command` with its output appended to log_path; returns (exit
+  code, seconds). With `stop` (a function of no arguments), the command is
+  sent SIGTERM once stop() is true, and a command stopped so counts as a
+  success."""
   start = time.time()
   with open(log_path, 'a', encoding='utf-8') as log:
     log.write(f'$ {" ".join(command)}\n')
     log.flush()
-    code = subprocess.call(command, cwd=cwd, stdout=log,
-                           stderr=subprocess.STDOUT, env=env)
-  return code, time.time() - start
+    proc = subprocess.Popen(command, cwd=cwd, stdout=log,
+                            stderr=subprocess.STDOUT, env=env)
+    stopped = False
+    while proc.poll() is None:
+      if stop is not None and stop():
+        stopped = True
+        proc.send_signal(signal.SIGTERM)
+        try:
+          proc.wait(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+          proc.kill()
+          proc.wait()
+        log.write(f'stopped by {os.path.basename(__file__)}\n')
+        break
+      time.sleep(STOP_POLL_SECONDS if stop is not None else 1)
+  return (0 if stopped else proc.returncode), time.time() - start
+
+
+def stopper(args, folder, tag, offset=0):
+  """The `stop` of a prefix run (None for a whole run): true once `tag`
+  in folder's event files has reached --stop_after_step (after adding
+  `offset` to its steps)."""
+  if not args.stop_after_step:
+    return None
+  return lambda: latest_step(folder, tag) + offset >= args.stop_after_step
 
 
 def train_upstream(args, mode, folder):
@@ -227,14 +294,16 @@ def train_upstream(args, mode, folder):
             f'--model_dir={folder}', f'--hparam_str={hparams}']
   code, train_seconds = run_phase(
       'train', common + ['--mode=train', f'--ablation={mode}'], folder,
-      args.automl)
+      args.automl, stop=stopper(args, folder, 'loss/xent', offset=1))
   if code:
     return None
-  code, eval_seconds = run_phase('eval', common + ['--mode=eval'], folder,
-                                 args.automl)
-  if code:
-    return None
-  evals = read_scalars(os.path.join(folder, 'eval'))
+  evals = None
+  if not args.stop_after_step:
+    code, eval_seconds = run_phase('eval', common + ['--mode=eval'], folder,
+                                   args.automl)
+    if code:
+      return None
+    evals = read_scalars(os.path.join(folder, 'eval'))
   scalars = read_scalars(folder)
   # Upstream's per-step summaries carry the step before the update; here
   # steps count updates done, as the port's do.
@@ -243,10 +312,12 @@ def train_upstream(args, mode, folder):
   ends = stage_ends(args.epochs)
   step_rates = [(s, v * BATCH) for s, _, v in scalars['global_step/sec']]
   return {
-      'top1': evals['eval/acc_top1'][-1][2],
-      'eval_step': evals['eval/acc_top1'][-1][0],
+      'top1': evals['eval/acc_top1'][-1][2] if evals else None,
+      'eval_step': evals['eval/acc_top1'][-1][0] if evals else None,
+      'stopped_at_step': (scalars['loss/xent'][-1][0]
+                          if args.stop_after_step else None),
       'process_seconds': train_seconds,
-      'eval_process_seconds': eval_seconds,
+      'eval_process_seconds': eval_seconds if evals else None,
       'images_per_second_by_stage': steady_rates(step_rates, ends),
       'xent': scalars['loss/xent'],
       'lr': [(s, v) for s, _, v in scalars['train/lr']],
@@ -278,19 +349,25 @@ def train_port(args, mode, seed, folder):
              '--dataset_cfg=fashion_mnist', f'--ablation={mode}',
              f'--model_dir={folder}', f'--hparam_str={hparams}']
   env = dict(os.environ, PYTHONPATH=REPO)
-  code, seconds = run_phase('train', command, folder, REPO, env)
+  code, seconds = run_phase(
+      'train', command, folder, REPO, env,
+      stop=stopper(args, os.path.join(folder, 'train'), 'train/xent'))
   if code:
     return None
-  with open(os.path.join(folder, 'metrics.json'), encoding='utf-8') as f:
-    final = json.load(f)['final']
+  final = {}
+  if not args.stop_after_step:
+    with open(os.path.join(folder, 'metrics.json'), encoding='utf-8') as f:
+      final = json.load(f)['final']
   scalars = read_scalars(os.path.join(folder, 'train'))
   ends = stage_ends(args.epochs)
   rates = [(s, v) for s, _, v in scalars['train/images_per_second']]
   return {
-      'top1': final['eval/acc_top1'],
-      'eval_step': final['global_step'],
+      'top1': final.get('eval/acc_top1'),
+      'eval_step': final.get('global_step'),
+      'stopped_at_step': (scalars['train/xent'][-1][0]
+                          if args.stop_after_step else None),
       'process_seconds': seconds,
-      'train_seconds': final['train_seconds'],
+      'train_seconds': final.get('train_seconds'),
       'images_per_second_by_stage': steady_rates(rates, ends),
       # Means over each log interval already (64 steps or a stage's end).
       'xent_windows': [(s, v) for s, _, v in scalars['train/xent']],
@@ -388,54 +465,92 @@ def xent_curve(summary, ends):
   return window_means(points, ends)
 
 
+def switch_xent(curve, log_ends, switch):
+  """Mean train cross-entropy from the first stage switch to the end of
+  the first log interval that ends 64 or more steps after it, each log
+  interval weighted by its steps; None if the run did not log that far."""
+  later = [e for e in log_ends if e >= switch + 64]
+  if not later:
+    return None
+  last = later[0]
+  total = weight = 0.0
+  start = 0
+  for end, value in zip(log_ends, curve):
+    if switch <= start and end <= last:
+      if value is None:
+        return None
+      total += value * (end - start)
+      weight += end - start
+    start = end
+  return total / weight
+
+
+def _mean_or_none(values):
+  values = [v for v in values if v is not None]
+  return statistics.mean(values) if values else None
+
+
+def _percent(value):
+  return 'n/a' if value is None else f'{100 * value:.2f}'
+
+
 def report(args):
   summaries = load_summaries(args.output_dir)
   if not summaries:
     print(f'no finished runs in {args.output_dir}: run without '
           '--report_only first.')
     return 2
-  ports = [s for s in summaries if s['side'] == 'port']
-  log_ends = [s for s, _ in ports[0]['xent_windows']] if ports else (
-      list(range(64, total_steps(args.epochs), 64)) +
-      [total_steps(args.epochs)])
+  # The port's log intervals (64 steps, cut at stage ends) as a whole port
+  # run logged them, or as the port cuts them when there is none.
+  whole = [s for s in summaries
+           if s['side'] == 'port' and not s.get('stopped_at_step')]
+  log_ends = [s for s, _ in whole[0]['xent_windows']] if whole else sorted(
+      set(range(64, total_steps(args.epochs), 64)) |
+      set(stage_ends(args.epochs)))
   cells = {}
   for s in summaries:
     cell = cells.setdefault(f"{s['mode']}/{s['side']}", {
         'mode': s['mode'], 'side': s['side'], 'runs': []})
     rates = s['images_per_second_by_stage']
     curve = xent_curve(s, log_ends)
-    last = [v for v in curve[-(len(curve) // 3):] if v is not None]
     cell['runs'].append({
         'seed': s['seed'], 'top1': s['top1'], 'eval_step': s['eval_step'],
+        'stopped_at_step': s.get('stopped_at_step'),
         'port_eval_top1': s.get('port_eval_top1'),
         'process_seconds': s['process_seconds'],
         'images_per_second_by_stage': rates,
-        'last_stage_xent': sum(last) / len(last),
+        'last_stage_xent': _mean_or_none(curve[-(len(curve) // 3):]),
+        'switch_xent': switch_xent(curve, log_ends,
+                                   stage_ends(args.epochs)[0]),
         'xent_curve': curve})
   for cell in cells.values():
     runs = cell['runs']
-    cell['top1_mean'] = statistics.mean(r['top1'] for r in runs)
-    cell['top1_range'] = [min(r['top1'] for r in runs),
-                          max(r['top1'] for r in runs)]
+    tops = [r['top1'] for r in runs if r['top1'] is not None]
+    cell['top1_mean'] = statistics.mean(tops) if tops else None
+    cell['top1_range'] = [min(tops), max(tops)] if tops else None
     cell['process_seconds_mean'] = statistics.mean(
         r['process_seconds'] for r in runs)
     cell['images_per_second_by_stage_mean'] = [
-        statistics.mean(v) for v in zip(*(r['images_per_second_by_stage']
-                                          for r in runs))]
-    cell['last_stage_xent_mean'] = statistics.mean(
+        _mean_or_none(v) for v in zip(*(r['images_per_second_by_stage']
+                                        for r in runs))]
+    cell['last_stage_xent_mean'] = _mean_or_none(
         r['last_stage_xent'] for r in runs)
+    cell['switch_xent_mean'] = _mean_or_none(r['switch_xent'] for r in runs)
   results = {'epochs': args.epochs, 'log_steps': log_ends, 'cells': cells}
   os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
   with open(args.results + '.json', 'w', encoding='utf-8') as f:
     json.dump(results, f, indent=1)
   plot(results, args.results + '.png')
+  number = lambda v, form: 'n/a' if v is None else format(v, form)
   for name, cell in sorted(cells.items()):
-    rates = ', '.join(f'{r:.0f}' for r in
+    rates = ', '.join(number(r, '.0f') for r in
                       cell['images_per_second_by_stage_mean'])
-    tops = ', '.join(f"{100 * r['top1']:.2f}" for r in cell['runs'])
-    print(f"{name:28s} top-1 {tops} (mean {100 * cell['top1_mean']:.2f} %); "
+    tops = ', '.join(_percent(r['top1']) for r in cell['runs'])
+    switch = ', '.join(number(r['switch_xent'], '.2f') for r in cell['runs'])
+    print(f"{name:28s} top-1 {tops} (mean {_percent(cell['top1_mean'])} %); "
+          f"train xent after the first switch {switch}; "
           f"images/s by stage {rates}; last-third train xent "
-          f"{cell['last_stage_xent_mean']:.4f}; "
+          f"{number(cell['last_stage_xent_mean'], '.4f')}; "
           f"{cell['process_seconds_mean']:.0f} s per run")
   print(f'wrote {args.results}.json and {args.results}.png')
   return 0
@@ -454,12 +569,15 @@ def plot(results, path):
       cell = results['cells'].get(f'{mode}/{side}')
       if not cell:
         continue
+      nan = lambda values: [math.nan if v is None else v for v in values]
       for run in cell['runs']:
-        axis.plot(steps, run['xent_curve'], color=color, lw=0.6, alpha=0.5)
-      mean = [statistics.mean(v) for v in zip(*(r['xent_curve']
-                                                for r in cell['runs']))]
-      axis.plot(steps, mean, color=color, lw=1.6,
-                label=f"{side}: top-1 {100 * cell['top1_mean']:.2f} %")
+        axis.plot(steps, nan(run['xent_curve']), color=color, lw=0.6,
+                  alpha=0.5)
+      mean = [_mean_or_none(v) for v in zip(*(r['xent_curve']
+                                              for r in cell['runs']))]
+      label = side if cell['top1_mean'] is None else (
+          f"{side}: top-1 {100 * cell['top1_mean']:.2f} %")
+      axis.plot(steps, nan(mean), color=color, lw=1.6, label=label)
     axis.set_title(f'--ablation={mode}')
     axis.set_xlabel('step')
     axis.legend()

@@ -103,6 +103,88 @@ def test_same_init_waits_for_upstreams_run(tmp_path, capsys):
   assert not os.path.exists(folder)  # Nothing trained, nothing written.
 
 
+def test_prefix_runs_report_the_first_switch_without_a_top1(tmp_path):
+  # Prefix runs stopped at step 448: the port's intervals as it cuts them
+  # at the first stage end (312), upstream's cross-entropy per step.
+  ends = [64, 128, 192, 256, 312, 320, 384, 448]
+  port_xent = {312: 9.0, 320: 3.0, 384: 1.5, 448: 9.0}
+  port = _summary('port', 'none', 0, None, eval_step=None,
+                  stopped_at_step=448,
+                  xent_windows=[[e, port_xent.get(e, 5.0)] for e in ends],
+                  images_per_second_by_stage=[300.0, 250.0, None])
+  upstream = _summary('upstream', 'none', 0, None, eval_step=None,
+                      stopped_at_step=450,
+                      xent=[[step, 0.0, 2.0 if 312 < step <= 384 else 7.0]
+                            for step in range(1, 451)])
+  for summary in (port, upstream):
+    _write(str(tmp_path / 'runs'), summary)
+  args = upstream_vs_port.parse_args(
+      ['--report_only', '--output_dir', str(tmp_path / 'runs'),
+       '--results', str(tmp_path / 'report')])
+  assert upstream_vs_port.report(args) == 0
+  with open(tmp_path / 'report.json') as f:
+    results = json.load(f)
+  cells = results['cells']
+  port_run = cells['none/port']['runs'][0]
+  # (312, 384]: 8 steps at 3.0 and 64 at 1.5.
+  assert port_run['switch_xent'] == pytest.approx((8 * 3.0 + 64 * 1.5) / 72)
+  assert cells['none/upstream']['runs'][0]['switch_xent'] == pytest.approx(2)
+  assert cells['none/port']['top1_mean'] is None
+  assert cells['none/upstream']['runs'][0]['stopped_at_step'] == 450
+  # Without a whole port run, the intervals are those the port would cut.
+  assert results['log_steps'][:8] == ends
+  assert port_run['xent_curve'][8:] == [None] * (len(results['log_steps']) - 8)
+  assert (tmp_path / 'report.png').stat().st_size > 0
+
+
+def test_a_prefix_run_is_stopped_once_its_summaries_reach_the_step(
+    tmp_path, monkeypatch):
+  monkeypatch.setattr(upstream_vs_port, 'STOP_POLL_SECONDS', 0.05)
+  events = tmp_path / 'train'
+  # A stand-in for a training: logs one step a tenth of a second, forever,
+  # and says so when SIGTERM ends it.
+  script = (
+      'import signal, sys, time\n'
+      'import tensorflow as tf\n'
+      'def done(*_):\n'
+      '  print("terminated", flush=True); sys.exit(143)\n'
+      'signal.signal(signal.SIGTERM, done)\n'
+      f'writer = tf.summary.create_file_writer({str(events)!r})\n'
+      'step = 0\n'
+      'while True:\n'
+      '  step += 1\n'
+      '  with writer.as_default():\n'
+      '    tf.summary.scalar("train/xent", 1.0, step=step)\n'
+      '  writer.flush()\n'
+      '  time.sleep(0.1)\n')
+  args = upstream_vs_port.parse_args(['--stop_after_step', '5'])
+  stop = upstream_vs_port.stopper(args, str(events), 'train/xent')
+  log = tmp_path / 'log.txt'
+  code, _ = upstream_vs_port.run_logged([sys.executable, '-c', script],
+                                        str(log), str(tmp_path), stop=stop)
+  assert code == 0
+  text = log.read_text()
+  assert 'terminated' in text and 'stopped by upstream_vs_port.py' in text
+  latest = upstream_vs_port.latest_step(str(events), 'train/xent')
+  assert 5 <= latest < 100
+  assert upstream_vs_port.latest_step(str(events), 'other/tag') == -1
+  # A record cut short at the end of a file is left for the next look.
+  path = next(events.glob('events.out.*'))
+  with open(path, 'ab') as f:
+    f.write(b'\x30\x00\x00')
+  assert upstream_vs_port.latest_step(str(events), 'train/xent') == latest
+  # Without --stop_after_step, whole runs: no stop.
+  assert upstream_vs_port.stopper(upstream_vs_port.parse_args([]),
+                                  str(events), 'train/xent') is None
+
+
+def test_stop_after_step_must_fall_inside_the_run():
+  args = upstream_vs_port.parse_args(['--stop_after_step', '937'])
+  assert upstream_vs_port.check_args(args) == (
+      '--stop_after_step must be from 0 (whole runs) to 936, the last step '
+      'of a 2-epoch run.')
+
+
 @pytest.mark.parametrize('flags,message', [
     (['--config', '/nonexistent'], '--config must be a port run folder'),
     (['--steps', '12'], '--steps must be a positive multiple of 8'),
