@@ -178,6 +178,71 @@ def test_a_prefix_run_is_stopped_once_its_summaries_reach_the_step(
                                   str(events), 'train/xent') is None
 
 
+def test_fisher_exact_test_matches_known_tables():
+  # Fisher's tea-tasting table, and one worked by hand: with 2 successes
+  # among 10, both in the group of 4: C(4,2) / C(10,2) = 6/45; the other
+  # tables (1 or 0 in that group) are each more likely.
+  assert upstream_vs_port.fisher_exact(3, 1, 1, 3) == pytest.approx(
+      34 / 70)
+  assert upstream_vs_port.fisher_exact(2, 2, 0, 6) == pytest.approx(6 / 45)
+  assert upstream_vs_port.fisher_exact(0, 6, 2, 2) == pytest.approx(6 / 45)
+  assert upstream_vs_port.fisher_exact(1, 1, 1, 1) == pytest.approx(1)
+
+
+def test_tally_counts_recovered_runs_once_across_reports(tmp_path, capsys):
+  ends = [64, 128, 192, 256, 312, 320, 384, 448]
+  def run(seed, after_switch):  # A curve with this value over (312, 384].
+    curve = [after_switch if e in (320, 384) else 3.0 for e in ends]
+    return {'seed': seed, 'xent_curve': curve}
+  upstream = {'mode': 'none', 'side': 'upstream',
+              'runs': [run(0, 1.5), run(1, 2.0)]}
+  first = {'epochs': 2, 'log_steps': ends, 'cells': {
+      'none/upstream': upstream,
+      'none/port': {'mode': 'none', 'side': 'port',
+                    'runs': [run(0, 2.1), run(1, 1.6)]},
+      'no_progressive/port': {'mode': 'no_progressive', 'side': 'port',
+                              'runs': [run(0, 1.0)]}}}
+  # A second report holding the same upstream runs and two port runs.
+  second = {'epochs': 2, 'log_steps': ends, 'cells': {
+      'none/upstream': upstream,
+      'none/port': {'mode': 'none', 'side': 'port',
+                    'runs': [run(0, 2.5), run(1, 2.2)]}}}
+  paths = []
+  for name, results in (('a.json', first), ('b.json', second)):
+    (tmp_path / name).write_text(json.dumps(results))
+    paths.append(str(tmp_path / name))
+  args = upstream_vs_port.parse_args(['--tally', ','.join(paths)])
+  assert upstream_vs_port.check_args(args) is None
+  assert upstream_vs_port.main(['--tally', ','.join(paths)]) == 0
+  out = capsys.readouterr().out.splitlines()
+  assert out[0] == ('upstream: 1 of 2 none runs below 1.7 after the first '
+                    'switch (1.50, 2.00)')
+  assert out[1] == ('port: 1 of 4 none runs below 1.7 after the first '
+                    'switch (2.10, 1.60, 2.50, 2.20)')
+  expected = upstream_vs_port.fisher_exact(1, 1, 1, 3)
+  assert out[2] == f"Fisher's exact test, two-sided: p = {expected:.3f}"
+  args = upstream_vs_port.parse_args(['--tally', str(tmp_path / 'c.json')])
+  assert upstream_vs_port.check_args(args) == (
+      f"--tally: no report at {tmp_path / 'c.json'}.")
+
+
+def test_a_prefix_run_is_recorded_with_its_stopping_step(tmp_path, capsys,
+                                                         monkeypatch):
+  # The training itself is what the test above stops; here the driver's
+  # loop records and prints what a stopped training returned.
+  monkeypatch.setattr(upstream_vs_port, 'train_port',
+                      lambda *_: {'top1': None, 'stopped_at_step': 450,
+                                  'process_seconds': 12.0})
+  args = upstream_vs_port.parse_args(
+      ['--sides', 'port', '--modes', 'none', '--seeds', '1',
+       '--stop_after_step', '448', '--output_dir', str(tmp_path)])
+  assert upstream_vs_port.run_all(args) == 0
+  out = capsys.readouterr().out
+  assert 'port/none/seed_0: stopped at step 450 in 12 s' in out
+  with open(tmp_path / 'port' / 'none' / 'seed_0' / 'summary.json') as f:
+    assert json.load(f)['stopped_at_step'] == 450
+
+
 def test_stop_after_step_must_fall_inside_the_run():
   args = upstream_vs_port.parse_args(['--stop_after_step', '937'])
   assert upstream_vs_port.check_args(args) == (
