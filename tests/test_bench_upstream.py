@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.join(REPO, 'bench'))
 import upstream_vs_port  # noqa: E402  pylint: disable=g-import-not-at-top
 
 STAGE_SWITCH = os.path.join(REPO, 'bench', 'stage_switch.py')
+TF_RUNTIME_SPEED = os.path.join(REPO, 'bench', 'tf_runtime_speed.py')
 
 
 def _summary(side, mode, seed, top1, **extra):
@@ -273,3 +274,27 @@ def test_stage_switch_refuses_bad_flags_in_one_line(tmp_path, flags, message):
   assert proc.returncode == 2
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_tf_runtime_speed_times_the_model_and_each_op(tmp_path):
+  output = tmp_path / 'speed.json'
+  subprocess.run([sys.executable, TF_RUNTIME_SPEED, '--output', str(output),
+                  '--size', '32', '--batch', '2', '--calls', '1',
+                  '--warmup', '1'], check=True, capture_output=True)
+  result = json.loads(output.read_text())
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  assert result['tensorflow'] == tf.__version__
+  assert (result['size'], result['batch']) == (32, 2)
+  assert result['model_step_seconds'] > 0
+  assert len(result['op_seconds']) == 6
+  assert all(seconds > 0 for seconds in result['op_seconds'].values())
+
+
+def test_tf_runtime_speed_refuses_bad_flags_in_one_line(tmp_path):
+  proc = subprocess.run([sys.executable, TF_RUNTIME_SPEED, '--output',
+                         str(tmp_path / 'x.json'), '--size', '8'],
+                        capture_output=True, text=True, check=False)
+  assert proc.returncode == 2
+  assert proc.stderr.strip() == (
+      '--size must be 32 or more, --batch and --calls 1 or more.')
+  assert not (tmp_path / 'x.json').exists()
