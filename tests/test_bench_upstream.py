@@ -33,6 +33,18 @@ def _write(output_dir, summary):
     json.dump(summary, f)
 
 
+def _report(tmp_path, *summaries):
+  """The driver's --report_only over these run summaries: its JSON."""
+  for summary in summaries:
+    _write(str(tmp_path / 'runs'), summary)
+  args = upstream_vs_port.parse_args(
+      ['--report_only', '--output_dir', str(tmp_path / 'runs'),
+       '--results', str(tmp_path / 'report')])
+  assert upstream_vs_port.report(args) == 0
+  with open(tmp_path / 'report.json') as f:
+    return json.load(f)
+
+
 def test_report_averages_upstream_steps_into_the_ports_intervals(tmp_path):
   ends = [64 * k for k in range(1, 15)] + [937]
   # The port logs one mean per interval; upstream one value per step.
@@ -43,14 +55,7 @@ def test_report_averages_upstream_steps_into_the_ports_intervals(tmp_path):
                             for step in range(1, 938)])
   second = _summary('upstream', 'none', 1, 0.79,
                     xent=[[step, 0.0, 2.0] for step in range(1, 938)])
-  for summary in (port, upstream, second):
-    _write(str(tmp_path / 'runs'), summary)
-  args = upstream_vs_port.parse_args(
-      ['--report_only', '--output_dir', str(tmp_path / 'runs'),
-       '--results', str(tmp_path / 'report')])
-  assert upstream_vs_port.report(args) == 0
-  with open(tmp_path / 'report.json') as f:
-    cells = json.load(f)['cells']
+  cells = _report(tmp_path, port, upstream, second)['cells']
   up = cells['none/upstream']
   assert up['top1_mean'] == pytest.approx(0.82)
   assert up['top1_range'] == [0.79, 0.85]
@@ -117,14 +122,7 @@ def test_prefix_runs_report_the_first_switch_without_a_top1(tmp_path):
                       stopped_at_step=450,
                       xent=[[step, 0.0, 2.0 if 312 < step <= 384 else 7.0]
                             for step in range(1, 451)])
-  for summary in (port, upstream):
-    _write(str(tmp_path / 'runs'), summary)
-  args = upstream_vs_port.parse_args(
-      ['--report_only', '--output_dir', str(tmp_path / 'runs'),
-       '--results', str(tmp_path / 'report')])
-  assert upstream_vs_port.report(args) == 0
-  with open(tmp_path / 'report.json') as f:
-    results = json.load(f)
+  results = _report(tmp_path, port, upstream)
   cells = results['cells']
   port_run = cells['none/port']['runs'][0]
   # (312, 384]: 8 steps at 3.0 and 64 at 1.5.
