@@ -532,6 +532,9 @@ def report(args):
         'mode': s['mode'], 'side': s['side'], 'runs': []})
     rates = s['images_per_second_by_stage']
     curve = xent_curve(s, log_ends)
+    if s.get('stopped_at_step'):  # No partial interval past the stop.
+      curve = [v if end <= s['stopped_at_step'] else None
+               for end, v in zip(log_ends, curve)]
     cell['runs'].append({
         'seed': s['seed'], 'top1': s['top1'], 'eval_step': s['eval_step'],
         'stopped_at_step': s.get('stopped_at_step'),

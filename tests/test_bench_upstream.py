@@ -119,9 +119,9 @@ def test_prefix_runs_report_the_first_switch_without_a_top1(tmp_path):
                   xent_windows=[[e, port_xent.get(e, 5.0)] for e in ends],
                   images_per_second_by_stage=[300.0, 250.0, None])
   upstream = _summary('upstream', 'none', 0, None, eval_step=None,
-                      stopped_at_step=450,
+                      stopped_at_step=470,
                       xent=[[step, 0.0, 2.0 if 312 < step <= 384 else 7.0]
-                            for step in range(1, 451)])
+                            for step in range(1, 471)])
   results = _report(tmp_path, port, upstream)
   cells = results['cells']
   port_run = cells['none/port']['runs'][0]
@@ -129,7 +129,12 @@ def test_prefix_runs_report_the_first_switch_without_a_top1(tmp_path):
   assert port_run['switch_xent'] == pytest.approx((8 * 3.0 + 64 * 1.5) / 72)
   assert cells['none/upstream']['runs'][0]['switch_xent'] == pytest.approx(2)
   assert cells['none/port']['top1_mean'] is None
-  assert cells['none/upstream']['runs'][0]['stopped_at_step'] == 450
+  upstream_run = cells['none/upstream']['runs'][0]
+  assert upstream_run['stopped_at_step'] == 470
+  # The interval (448, 512] was cut short by the stop: left out.
+  assert upstream_run['xent_curve'][7] == 7.0
+  assert upstream_run['xent_curve'][8:] == [None] * (
+      len(results['log_steps']) - 8)
   # Without a whole port run, the intervals are those the port would cut.
   assert results['log_steps'][:8] == ends
   assert port_run['xent_curve'][8:] == [None] * (len(results['log_steps']) - 8)
