@@ -73,6 +73,31 @@ def _is_chief(strategy) -> bool:
   return resolver.task_type == 'worker' and resolver.task_id == 0
 
 
+def _one_local_cpu(strategy) -> bool:
+  """True when the strategy's one replica is this process's CPU."""
+  if strategy.num_replicas_in_sync != 1 or isinstance(
+      strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return False
+  devices = getattr(strategy.extended, 'worker_devices', ())
+  return len(devices) == 1 and 'CPU' in devices[0].upper()
+
+
+def distribute_dataset(strategy, dataset_fn):
+  """The batches of `dataset_fn` (as `distribute_datasets_from_function`
+  takes it), to iterate and hand to `strategy.run`.
+
+  With one replica on the local CPU the dataset is used as it is: the same
+  batches, but on a 2-core AMD EPYC the mere existence of a distributed
+  dataset's iterator in the process made every training step about twice
+  as slow (docs/upstream_vs_port.md, "Speed"). With several replicas or on
+  an accelerator it is distributed: that splits the batch and prefetches to
+  the devices.
+  """
+  if _one_local_cpu(strategy):
+    return dataset_fn(tf.distribute.InputContext())
+  return strategy.distribute_datasets_from_function(dataset_fn)
+
+
 class Trainer:
   """Trains and evaluates one run described by a `Config`.
 
@@ -233,9 +258,9 @@ class Trainer:
       stream = stage.index + 1
       position = start_step - self.plan.stage_start(stage)
     inp = self.stage_input(stage, config, stream)
-    dist = self.strategy.distribute_datasets_from_function(
-        inp.distribute_dataset_fn(self.config.train.batch_size, position))
-    return iter(dist)
+    return iter(distribute_dataset(
+        self.strategy,
+        inp.distribute_dataset_fn(self.config.train.batch_size, position)))
 
   def run_steps(self, iterator, num_steps: int):
     """Runs `num_steps` compiled training steps on `iterator`'s batches."""
@@ -259,9 +284,9 @@ class Trainer:
     judged; built once (evaluation pipelines do not cache)."""
     if self._probe_images is None:
       inp = self._input(False, self._eval_settings(), self.train_split)
-      self._probe_images = next(iter(
-          self.strategy.distribute_datasets_from_function(
-              inp.distribute_dataset_fn(self.config.train.batch_size))))
+      self._probe_images = next(iter(distribute_dataset(
+          self.strategy,
+          inp.distribute_dataset_fn(self.config.train.batch_size))))
     return self._probe_images
 
   # -- training and evaluation ------------------------------------------------
@@ -274,8 +299,8 @@ class Trainer:
   def evaluate(self, use_ema: bool = True) -> Dict[str, float]:
     """Top-1/top-5 on the eval split; EMA weights when the run keeps them."""
     inp = self._input(False, self._eval_settings(), self.eval_split)
-    dist = self.strategy.distribute_datasets_from_function(
-        inp.distribute_dataset_fn(self.config.eval.batch_size))
+    dist = distribute_dataset(
+        self.strategy, inp.distribute_dataset_fn(self.config.eval.batch_size))
     steps = self.steps
     restore = self.ema.swap_into_model() if (use_ema and self.ema) else None
     try:

@@ -202,7 +202,9 @@ def _stream_iterator(trainer, prefix, size, batches):
                   dtype=np.float32)[data['labels'][:count]]
   dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(
       BATCH, drop_remainder=True)
-  return iter(trainer.strategy.experimental_distribute_dataset(dataset))
+  from automl_effnetv2 import train_lib  # pylint: disable=import-outside-toplevel
+  return iter(train_lib.distribute_dataset(trainer.strategy,
+                                           lambda _: dataset))
 
 
 def _train(trainer, iterator, steps):

@@ -66,8 +66,9 @@ class Ours:
     rmsprop.fused = not composed_rmsprop
     images, labels = synthetic(batch, size)
     dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
-    self.iterator = iter(
-        self.trainer.strategy.experimental_distribute_dataset(dataset))
+    # As the Trainer feeds its own steps (distributed unless one CPU).
+    self.iterator = iter(train_lib.distribute_dataset(
+        self.trainer.strategy, lambda _: dataset))
     self.steps = steps_per_call
     self.step_times = []
     self._call()  # Trace and warm up.

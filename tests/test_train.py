@@ -193,6 +193,31 @@ _THREE_DETERMINISTIC_STEPS = (
     'runtime.log_step_count_steps=1')
 
 
+def test_one_cpu_reads_its_dataset_undistributed_with_the_same_batches():
+  def dataset_fn(context):
+    batch = context.get_per_replica_batch_size(8)
+    return tf.data.Dataset.range(40).shard(
+        context.num_input_pipelines, context.input_pipeline_id).map(
+            lambda i: (tf.cast(i, tf.float32), i % 3)).batch(batch)
+  strategy = one_device()
+  plain = train_lib.distribute_dataset(strategy, dataset_fn)
+  # Not wrapped: a distributed dataset's iterator slowed every step.
+  assert isinstance(plain, tf.data.Dataset)
+  distributed = strategy.distribute_datasets_from_function(dataset_fn)
+  pairs = list(zip(plain, distributed))
+  assert len(pairs) == 5
+  for (images, labels), (images_d, labels_d) in pairs:
+    np.testing.assert_array_equal(images.numpy(), images_d.numpy())
+    np.testing.assert_array_equal(labels.numpy(), labels_d.numpy())
+  # Several replicas: distributed, each replica gets its share.
+  mirrored = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+  shared = train_lib.distribute_dataset(mirrored, dataset_fn)
+  assert not isinstance(shared, tf.data.Dataset)
+  first = next(iter(shared))[0]
+  assert [t.shape[0] for t in mirrored.experimental_local_results(first)] == [
+      4, 4]
+
+
 def test_mirrored_two_replicas_match_one_device(tiny_config, tmp_path):
   # Sync BN and no per-replica randomness (dropout, stochastic depth,
   # mixing) make the two setups compute the same global step. Sync BN's
