@@ -591,6 +591,11 @@ def fisher_exact(a, b, c, d):
                       if chance(k) <= observed * (1 + 1e-9)))
 
 
+def recovered(values):
+  """How many of these `switch_xent` values are below RECOVERED_BELOW."""
+  return sum(v < RECOVERED_BELOW for v in values)
+
+
 def tally(paths):
   """Counts, per side, the `none` runs of these reports that recovered
   from the first switch; prints them and Fisher's p."""
@@ -610,19 +615,16 @@ def tally(paths):
         if value is None or key in seen:
           continue
         seen.add(key)
-        counts.setdefault(cell['side'], []).append(
-            (value < RECOVERED_BELOW, value))
+        counts.setdefault(cell['side'], []).append(value)
   for side in SIDES:
-    runs = counts.get(side, [])
-    good = sum(r[0] for r in runs)
-    values = ', '.join(f'{v:.2f}' for _, v in runs)
-    print(f'{side}: {good} of {len(runs)} none runs below '
-          f'{RECOVERED_BELOW} after the first switch ({values})')
+    values = counts.get(side, [])
+    listed = ', '.join(f'{v:.2f}' for v in values)
+    print(f'{side}: {recovered(values)} of {len(values)} none runs below '
+          f'{RECOVERED_BELOW} after the first switch ({listed})')
   if all(counts.get(side) for side in SIDES):
-    up = [r[0] for r in counts['upstream']]
-    port = [r[0] for r in counts['port']]
-    p = fisher_exact(sum(up), len(up) - sum(up), sum(port),
-                     len(port) - sum(port))
+    up, port = counts['upstream'], counts['port']
+    p = fisher_exact(recovered(up), len(up) - recovered(up),
+                     recovered(port), len(port) - recovered(port))
     print(f"Fisher's exact test, two-sided: p = {p:.3f}")
   return 0
 
