@@ -145,6 +145,9 @@ def cutmix(images, labels, alpha, seed):
   return images, labels
 
 
+# Plain TensorFlow ops (Python branches on settings only): tf.data traces it
+# as written, skipping autograph's source conversion (seconds per process).
+@tf.autograph.experimental.do_not_convert
 def mix_batch(images, labels, mixup_alpha, cutmix_alpha, seed):
   """Mixup, cutmix, or both on halves of the batch (upstream's `mixing`)."""
   if mixup_alpha and cutmix_alpha:

@@ -86,7 +86,8 @@ def serving_function(model, image_size: int, augment):
                                           augment=augment)
 
   @tf.function(input_signature=[
-      tf.TensorSpec([None, None, None, None], tf.uint8, name='images')])
+      tf.TensorSpec([None, None, None, None], tf.uint8, name='images')],
+               autograph=False)  # No Python branch on tensors to convert.
   def serve(images):
     batch = tf.map_fn(preprocess, images, fn_output_signature=tf.TensorSpec(
         [image_size, image_size, 3], tf.float32))
@@ -102,7 +103,7 @@ def write_saved_model(model, path: str, image_size: int, augment,
   serve = serving_function(model, image_size, augment)
   names = labels.class_names(dataset, model.output_shape[-1]) or []
 
-  @tf.function(input_signature=[])
+  @tf.function(input_signature=[], autograph=False)
   def metadata():
     return {'dataset': tf.constant(dataset),
             'image_size': tf.constant(int(image_size)),

@@ -208,6 +208,9 @@ def preprocess_legacy(image, image_size, is_training, seed, augment):
   return (image - IMAGENET_MEAN_RGB) / IMAGENET_STDDEV_RGB
 
 
+# Plain TensorFlow ops (Python branches on settings only): tf.data traces it
+# as written, skipping autograph's source conversion (seconds per process).
+@tf.autograph.experimental.do_not_convert
 def preprocess_image(image, image_size, is_training, seed=None,
                      image_dtype=None, augment=augment_spec.NO_AUGMENTATION):
   """Preprocesses one image for training or evaluation.

@@ -8,6 +8,11 @@ from automl_effnetv2 import train_errors
 from automl_effnetv2 import utils
 
 
+def _plain(step):
+  """`step`, traced as written (without autograph's source conversion)."""
+  return tf.autograph.experimental.do_not_convert(step)
+
+
 class SumVariable:
   """A per-replica accumulator whose read is the sum over replicas."""
 
@@ -54,11 +59,17 @@ class Steps:
     self.eval_top5 = SumVariable('eval_top5')
     self.eval_count = SumVariable('eval_count')
     self.probe_loss_sum = SumVariable('probe_loss_sum')
-    self.probe = tf.function(self._probe_fn, reduce_retracing=True)
+    # The loops need autograph (a tf.range loop, a loop over a dataset);
+    # the steps do not: their Python branches are on settings, never on
+    # tensors, as in Keras' own trainer. Converting the model, optimizer and
+    # EMA code cost seconds in every process's first step.
+    self._train_step_fn = _plain(self._train_step)
+    if config.runtime.jit_compile:
+      self._train_step_fn = tf.function(self._train_step_fn, jit_compile=True)
+    self._eval_step_fn = _plain(self._eval_step)
+    self.probe = tf.function(self._probe_fn, reduce_retracing=True,
+                             autograph=False)  # No loop: nothing to convert.
     self.train_loop = tf.function(self._train_loop_fn, reduce_retracing=True)
-    self._train_step_fn = (
-        tf.function(self._train_step, jit_compile=True)
-        if config.runtime.jit_compile else self._train_step)
     self.eval_loop = tf.function(self._eval_loop_fn, reduce_retracing=True)
 
   def _regularized(self, logits, labels):
@@ -120,7 +131,7 @@ class Steps:
 
   def _eval_loop_fn(self, dataset):
     for images, labels in dataset:
-      self.strategy.run(self._eval_step, args=(images, labels))
+      self.strategy.run(self._eval_step_fn, args=(images, labels))
 
   # -- judging the weights ----------------------------------------------------
   def _probe_step(self, images, labels):

@@ -37,6 +37,8 @@ import subprocess
 import sys
 import tempfile
 
+import bench_cli
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 128
 WINDOW = 8
@@ -45,20 +47,11 @@ STREAM_STAGES = ((48, 5.0, 312), (56, 7.5, 64))
 
 
 def _fail(message):
-  print(f'{os.path.basename(__file__)}: error: {message}', file=sys.stderr)
-  sys.exit(2)
-
-
-class _OneLineParser(argparse.ArgumentParser):
-
-  def error(self, message):
-    _fail(message)
+  bench_cli.fail(__file__, message)
 
 
 def parse_args(argv):
-  parser = _OneLineParser(
-      description=__doc__.split('\n\n', 1)[0],
-      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = bench_cli.OneLineParser(__file__, __doc__)
   parser.add_argument('--config', help='a port run folder (its config.yaml)')
   parser.add_argument('--seed', type=int, default=0,
                       help="runtime.seed: the port's initial weights and its "

@@ -82,6 +82,8 @@ import sys
 import tempfile
 import time
 
+import bench_cli
+
 MODEL = 'efficientnetv2-b0'
 DATASET_CFG = 'fashion_mnist'
 MAGNITUDES = (5.0, 7.5, 10.0)
@@ -132,21 +134,12 @@ GRAD_FLOOR = 1e-4
 TRAIN_IMAGES_FILE = 'train-images-idx3-ubyte.gz'
 
 
-class _OneLineParser(argparse.ArgumentParser):
-
-  def error(self, message):
-    _fail(message)
-
-
 def _fail(message):
-  print(f'{os.path.basename(__file__)}: error: {message}', file=sys.stderr)
-  sys.exit(2)
+  bench_cli.fail(__file__, message)
 
 
 def parse_args(argv):
-  parser = _OneLineParser(
-      description=__doc__.split('\n\n', 1)[0],
-      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = bench_cli.OneLineParser(__file__, __doc__)
   parser.add_argument('--automl', required=True,
                       help="upstream's efficientnetv2/ folder (or the "
                       'google/automl checkout holding it)')

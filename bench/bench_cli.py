@@ -1,0 +1,24 @@
+"""Command-line errors of the bench scripts: one line that names the script
+and the problem, exit status 2 (argparse's usage block left out)."""
+import argparse
+import os
+import sys
+
+
+def fail(script_file: str, message: str):
+  print(f'{os.path.basename(script_file)}: error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+class OneLineParser(argparse.ArgumentParser):
+  """An ArgumentParser whose errors go through `fail`; the first line of
+  `doc` is its description, the rest its epilog as written."""
+
+  def __init__(self, script_file: str, doc: str, **kwargs):
+    super().__init__(description=doc.split('\n\n', 1)[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     **kwargs)
+    self.script_file = script_file
+
+  def error(self, message):
+    fail(self.script_file, message)
