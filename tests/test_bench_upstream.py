@@ -193,6 +193,24 @@ def test_fisher_exact_test_matches_known_tables():
   assert upstream_vs_port.fisher_exact(1, 1, 1, 1) == pytest.approx(1)
 
 
+def test_rank_sum_test_matches_splits_counted_by_hand():
+  # [1, 2] against [3, 4, 5]: of the C(5, 2) = 10 splits, only {1, 2} and
+  # {4, 5} lie as far from the mean rank sum (6) as 3 does.
+  assert upstream_vs_port.rank_sum_exact([1, 2], [3, 4, 5]) == pytest.approx(
+      2 / 10)
+  # [1, 3] against [2, 4]: rank sums of the 6 splits are 3, 4, 5, 5, 6, 7
+  # around a mean of 5; four lie at least 1 away.
+  assert upstream_vs_port.rank_sum_exact([1, 3], [2, 4]) == pytest.approx(
+      4 / 6)
+  # Ties share their mean rank: [0.5, 0.5] against [0.5, 2] ranks 2, 2 vs
+  # 2, 4; splits 4, 4, 6, 4, 6, 6 around 5 are all 1 away.
+  assert upstream_vs_port.rank_sum_exact([0.5, 0.5], [0.5, 2]) == 1.0
+  # The order within a group does not matter; swapping groups neither.
+  a, b = [1.9, 1.5, 2.7], [2.2, 2.9, 2.4, 2.1]
+  assert upstream_vs_port.rank_sum_exact(a, b) == pytest.approx(
+      upstream_vs_port.rank_sum_exact(b[::-1], a[::-1]))
+
+
 def test_tally_counts_recovered_runs_once_across_reports(tmp_path, capsys):
   ends = [64, 128, 192, 256, 312, 320, 384, 448]
   def run(seed, after_switch):  # A curve with this value over (312, 384].
@@ -225,6 +243,10 @@ def test_tally_counts_recovered_runs_once_across_reports(tmp_path, capsys):
                     'switch (2.10, 1.60, 2.50, 2.20)')
   expected = upstream_vs_port.fisher_exact(1, 1, 1, 3)
   assert out[2] == f"Fisher's exact test, two-sided: p = {expected:.3f}"
+  ranked = upstream_vs_port.rank_sum_exact([1.5, 2.0], [2.1, 1.6, 2.5, 2.2])
+  assert out[3] == ('the values themselves, Wilcoxon rank-sum test (exact, '
+                    f'two-sided): p = {ranked:.3f}; medians 1.75 (upstream), '
+                    '2.15 (port)')
   args = upstream_vs_port.parse_args(['--tally', str(tmp_path / 'c.json')])
   assert upstream_vs_port.check_args(args) == (
       f"--tally: no report at {tmp_path / 'c.json'}.")
