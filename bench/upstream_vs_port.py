@@ -185,12 +185,24 @@ def stage_ends(epochs, stages=3):
   return [int(steps * (k + 1) / stages) for k in range(stages)]
 
 
+def read_events(path):
+  """The whole records of one event file. A file still being written, or
+  cut by a stopped run (SIGTERM), may end in a partial record: left out."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  events = tf.compat.v1.train.summary_iterator(path)
+  while True:
+    try:
+      yield next(events)
+    except (StopIteration, tf.errors.DataLossError):
+      return
+
+
 def read_scalars(folder):
   """{tag: [(step, wall_time, value)]} from the event files in a folder."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   scalars = {}
   for path in sorted(glob.glob(os.path.join(folder, 'events.out.*'))):
-    for event in tf.compat.v1.train.summary_iterator(path):
+    for event in read_events(path):
       for value in event.summary.value:
         number = (tf.make_ndarray(value.tensor)
                   if value.HasField('tensor') else value.simple_value)
@@ -204,16 +216,12 @@ def read_scalars(folder):
 
 def latest_step(folder, tag):
   """The highest step logged for `tag` in a folder's event files so far, or
-  -1; files still being written may end in a partial record."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  -1 (a partial record being written is read on the next look)."""
   latest = -1
   for path in glob.glob(os.path.join(folder, 'events.out.*')):
-    try:
-      for event in tf.compat.v1.train.summary_iterator(path):
-        if any(value.tag == tag for value in event.summary.value):
-          latest = max(latest, int(event.step))
-    except tf.errors.DataLossError:
-      pass  # The record being written; the next look reads it.
+    for event in read_events(path):
+      if any(value.tag == tag for value in event.summary.value):
+        latest = max(latest, int(event.step))
   return latest
 
 
