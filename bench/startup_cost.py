@@ -23,6 +23,7 @@ the Debian files (prepared for tfds in a temporary folder);
 autograph / plain for each phase.
 """
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -72,6 +73,17 @@ def parse_args(argv):
   return args
 
 
+def tiny_config(tfds_data_dir: str, hparam_str: str):
+  """The measured config: TINY_HPARAMS on FashionMNISTFt, then hparam_str."""
+  # pylint: disable-next=import-outside-toplevel
+  from automl_effnetv2 import main as main_lib
+  config = main_lib.build_config(
+      'efficientnetv2-b0', 'FashionMNISTFt',
+      f'{TINY_HPARAMS},data.tfds_data_dir={tfds_data_dir}')
+  config.override(hparam_str)
+  return config
+
+
 # -- one measured process ------------------------------------------------------
 def measure_one(variant: str, tfds_data_dir: str, hparam_str: str,
                 model_dir: str) -> dict:
@@ -83,15 +95,11 @@ def measure_one(variant: str, tfds_data_dir: str, hparam_str: str,
   if variant == 'autograph':
     tf.autograph.experimental.do_not_convert = lambda func=None, **_: func
   sys.path.insert(0, REPO)
-  # pylint: disable=import-outside-toplevel
-  from automl_effnetv2 import main as main_lib
+  importlib.import_module('automl_effnetv2.main')  # What a run imports.
+  # pylint: disable-next=import-outside-toplevel
   from automl_effnetv2 import train_lib
-  # pylint: enable=import-outside-toplevel
   seconds['imports'] = clock() - start
-  config = main_lib.build_config(
-      'efficientnetv2-b0', 'FashionMNISTFt',
-      f'{TINY_HPARAMS},data.tfds_data_dir={tfds_data_dir}')
-  config.override(hparam_str)
+  config = tiny_config(tfds_data_dir, hparam_str)
   start = clock()
   trainer = train_lib.Trainer(config, model_dir,
                               strategy=tf.distribute.OneDeviceStrategy('/cpu:0'))
@@ -156,8 +164,14 @@ def main(argv=None):
     print(json.dumps(seconds))
     return 0
   sys.path.insert(0, REPO)
-  # pylint: disable-next=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from automl_effnetv2 import hparams
   from automl_effnetv2 import local_data
+  # pylint: enable=import-outside-toplevel
+  try:  # A wrong override is reported before any data or process is made.
+    tiny_config(args.tfds_data_dir or '', args.hparam_str)
+  except hparams.ConfigError as error:
+    _fail(f'--hparam_str: {error}')
   with tempfile.TemporaryDirectory() as scratch:
     tfds_data_dir = args.tfds_data_dir
     if not tfds_data_dir:

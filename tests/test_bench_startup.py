@@ -51,3 +51,18 @@ def test_bad_flags_get_one_line_and_exit_2(flags, message):
                         capture_output=True, text=True, check=False)
   assert proc.returncode == 2
   assert proc.stderr.strip() == f'startup_cost.py: error: {message}'
+
+
+def test_a_wrong_override_is_refused_before_anything_is_measured(tmp_path):
+  output = tmp_path / 'x.json'
+  proc = subprocess.run(
+      [sys.executable, STARTUP_COST, '--hparam_str', 'train.nosuchkey=1',
+       '--output', str(output)],
+      capture_output=True, text=True, check=False,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  assert proc.returncode == 2
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("startup_cost.py: error: --hparam_str: unknown "
+                         "config key 'train.nosuchkey'")
+  assert 'Traceback' not in proc.stderr and 'repeat' not in proc.stdout
+  assert not output.exists()
