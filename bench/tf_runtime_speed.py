@@ -13,7 +13,6 @@ trained by a plain `tf.function` step (softmax cross-entropy, SGD), and
 single ops in B0's shapes at 64 px, forward and gradient, each inside a
 `tf.function`. Medians of several timed calls after warm-up calls.
 """
-import argparse
 import json
 import os
 import statistics
@@ -22,6 +21,8 @@ import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+import bench_cli  # pylint: disable=wrong-import-position
 
 # (name, input shape NHWC, kernel size, output channels or None for
 # depthwise, stride): convolutions shaped like B0's at 64 px, batch 128.
@@ -95,7 +96,7 @@ def keras_version():
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = bench_cli.OneLineParser(__file__, __doc__)
   parser.add_argument('--output', required=True, help='JSON file to write')
   parser.add_argument('--size', type=int, default=64)
   parser.add_argument('--batch', type=int, default=128,
@@ -104,9 +105,8 @@ def main(argv=None):
   parser.add_argument('--warmup', type=int, default=3)
   args = parser.parse_args(argv)
   if args.size < 32 or args.batch < 1 or args.calls < 1:
-    print('--size must be 32 or more, --batch and --calls 1 or more.',
-          file=sys.stderr)
-    return 2
+    bench_cli.fail(__file__, '--size must be 32 or more, --batch and '
+                   '--calls 1 or more.')
   result = {
       'tensorflow': tf.__version__,
       'keras': keras_version(),

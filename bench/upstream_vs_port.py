@@ -54,7 +54,6 @@ several reports counts once).
 cross-entropy per log interval, mean over seeds, both sides) from the
 summaries.
 """
-import argparse
 import glob
 import json
 import math
@@ -65,6 +64,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+import bench_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIDES = ('upstream', 'port')
@@ -88,9 +89,7 @@ UPSTREAM_AUGMENTATION = ('data.translate_const=None,data.cutout_const=None,'
 
 
 def parse_args(argv):
-  parser = argparse.ArgumentParser(
-      description=__doc__.split('\n\n', 1)[0],
-      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = bench_cli.OneLineParser(__file__, __doc__)
   parser.add_argument('--automl', help="upstream's efficientnetv2/ folder, "
                       'prepared by patches/patchset.py upstream')
   parser.add_argument('--legacy_python',
@@ -524,9 +523,8 @@ def _percent(value):
 def report(args):
   summaries = load_summaries(args.output_dir)
   if not summaries:
-    print(f'no finished runs in {args.output_dir}: run without '
-          '--report_only first.')
-    return 2
+    bench_cli.fail(__file__, f'no finished runs in {args.output_dir}: run '
+                   'without --report_only first.')
   # The port's log intervals (64 steps, cut at stage ends) as a whole port
   # run logged them, or as the port cuts them when there is none.
   whole = [s for s in summaries
@@ -701,8 +699,7 @@ def main(argv=None):
   args = parse_args(argv)
   problem = check_args(args)
   if problem:
-    print(problem, file=sys.stderr)
-    return 2
+    bench_cli.fail(__file__, problem)
   if args.tally:
     return tally(args.tally.split(','))
   if not args.report_only:

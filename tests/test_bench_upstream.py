@@ -319,11 +319,34 @@ def test_tf_runtime_speed_times_the_model_and_each_op(tmp_path):
   assert all(seconds > 0 for seconds in result['op_seconds'].values())
 
 
-def test_tf_runtime_speed_refuses_bad_flags_in_one_line(tmp_path):
+@pytest.mark.parametrize('flags, message', [
+    (['--size', '8'],
+     '--size must be 32 or more, --batch and --calls 1 or more.'),
+    (['--calls', 'two'], "argument --calls: invalid int value: 'two'"),
+])
+def test_tf_runtime_speed_refuses_bad_flags_in_one_line(tmp_path, flags,
+                                                        message):
   proc = subprocess.run([sys.executable, TF_RUNTIME_SPEED, '--output',
-                         str(tmp_path / 'x.json'), '--size', '8'],
+                         str(tmp_path / 'x.json'), *flags],
                         capture_output=True, text=True, check=False)
   assert proc.returncode == 2
-  assert proc.stderr.strip() == (
-      '--size must be 32 or more, --batch and --calls 1 or more.')
+  assert proc.stderr.strip() == f'tf_runtime_speed.py: error: {message}'
   assert not (tmp_path / 'x.json').exists()
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--seeds', 'two'], "argument --seeds: invalid int value: 'two'"),
+    (['--seeds', '0'], '--epochs and --seeds must be at least 1.'),
+    (['--report_only', '--nonsense'], 'unrecognized arguments: --nonsense'),
+    (['--report_only', '--output_dir', '{empty}'],
+     'no finished runs in {empty}: run without --report_only first.'),
+])
+def test_upstream_vs_port_refuses_bad_flags_in_one_line(flags, message,
+                                                        tmp_path, capsys):
+  flags = [f.format(empty=tmp_path) for f in flags]
+  message = message.format(empty=tmp_path)
+  with pytest.raises(SystemExit) as exit_info:
+    upstream_vs_port.main(flags)
+  assert exit_info.value.code == 2
+  assert capsys.readouterr().err.strip() == (
+      f'upstream_vs_port.py: error: {message}')
