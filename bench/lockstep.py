@@ -148,7 +148,9 @@ def run_upstream_side(automl, state, work, size, steps):
   config.override(effnetv2_configs.get_model_config(
       saved['model']['model_name']))
   config.override(saved, allow_new_keys=True)
-  data = np.load(os.path.join(work, 'batches.npz'))
+  # Indexing an npz file reads its whole array: read each once.
+  with np.load(os.path.join(work, 'batches.npz')) as data:
+    batch_images, batch_labels = data['images'], data['labels']
   points = set(record_points(steps))
   with tf.Graph().as_default():
     global_step = tf.train.get_or_create_global_step()
@@ -169,9 +171,8 @@ def run_upstream_side(automl, state, work, size, steps):
       saver.restore(sess, state)
       start = sess.run(global_step)
       for i in range(steps):
-        x = data['images'][i].astype(np.float32) / 127.5 - 1.0
-        y = np.eye(config.data.num_classes,
-                   dtype=np.float32)[data['labels'][i]]
+        x = batch_images[i].astype(np.float32) / 127.5 - 1.0
+        y = np.eye(config.data.num_classes, dtype=np.float32)[batch_labels[i]]
         _, loss, cross, rate = sess.run([spec.train_op, spec.loss, xent, lr],
                                         {images: x, labels: y})
         losses.append(float(loss))
@@ -190,19 +191,19 @@ def run_upstream_side(automl, state, work, size, steps):
 # ============================================================================
 # Port side.
 # ============================================================================
-def _port_trainer(args):
+def _port_trainer(args, step):
+  """The port's trainer at `step` with upstream's weights and slots, and
+  {id(variable): its name in upstream's checkpoint}."""
   import stage_switch  # pylint: disable=import-outside-toplevel
   trainer, work = stage_switch._trainer(  # pylint: disable=protected-access
       argparse.Namespace(config=args.config, seed=0))
-  step = state_step(args.state)
   if step:
     trainer.checkpoints.checkpoint.read(os.path.join(
         args.config, f'ckpt-{step}')).assert_existing_objects_matched()
   stage_switch._take_upstream_state(  # pylint: disable=protected-access
       trainer, args.state, ['weights', 'slots'])
-  names = {}
-  for variable, key in stage_switch._upstream_keys(trainer, args.state):  # pylint: disable=protected-access
-    names[id(variable)] = key
+  names = {id(variable): stored for variable, stored in
+           stage_switch._upstream_keys(trainer, args.state)}  # pylint: disable=protected-access
   return trainer, work, names
 
 
@@ -224,20 +225,23 @@ def save_batches(trainer, stage, step, steps, path):
 
 
 def _weights(trainer, names):
-  """The trainable weights under upstream's names."""
+  """The trainable weights under the names in `names` (upstream's)."""
   return {names[id(v)]: v.numpy() for v in trainer.steps.train_variables}
 
 
-def port_steps(trainer, names, path, steps):
+def saved_batches(path, num_classes):
+  """The batches of `save_batches` as a dataset, one element per batch."""
   import numpy as np  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  with np.load(path) as data:
+    images, labels = data['images'], data['labels']
+  return tf.data.Dataset.from_tensor_slices((
+      images.astype(np.float32) / 127.5 - 1.0,
+      np.eye(num_classes, dtype=np.float32)[labels]))
+
+
+def port_steps(trainer, names, dataset, steps):
   from automl_effnetv2 import train_lib  # pylint: disable=import-outside-toplevel
-  data = np.load(path)
-  classes = trainer.config.data.num_classes
-  # One element per saved batch: the batches as they were drawn.
-  dataset = tf.data.Dataset.from_tensor_slices((
-      data['images'].astype(np.float32) / 127.5 - 1.0,
-      np.eye(classes, dtype=np.float32)[data['labels']]))
   iterator = iter(train_lib.distribute_dataset(trainer.strategy,
                                                lambda _: dataset))
   points = set(record_points(steps))
@@ -280,25 +284,10 @@ def run_upstream_child(args, work, size):
   return result, weights
 
 
-def _by_upstream_names(port_weights, upstream_weights):
-  """The port's weights keyed as upstream stored them ('/head/' is
-  '/head_1/' in some of upstream's graphs)."""
-  out = {}
-  for key, value in port_weights.items():
-    stored = key if key in upstream_weights else key.replace('/head/',
-                                                             '/head_1/')
-    out[stored] = value
-  missing = set(upstream_weights) - set(out)
-  if missing:
-    _fail(f'no port variable for upstream\'s {sorted(missing)[0]} '
-          f'(and {len(missing) - 1} more)')
-  return out
-
-
 def run_port_side(args):
   sys.path.insert(0, REPO)
   step = state_step(args.state)
-  trainer, trainer_work, names = _port_trainer(args)
+  trainer, trainer_work, names = _port_trainer(args, step)
   work = tempfile.mkdtemp(prefix='lockstep_')
   try:
     stage = trainer.plan.stage_at_step(step)
@@ -313,12 +302,17 @@ def run_port_side(args):
           f'{stage.image_size} px, {args.steps} steps on the port\'s batches',
           flush=True)
     upstream, up_weights = run_upstream_child(args, work, stage.image_size)
+    missing = set(up_weights[args.steps]) - set(names.values())
+    if missing:
+      _fail(f"no port variable for upstream's {sorted(missing)[0]} "
+            f'(and {len(missing) - 1} more)')
+    dataset = saved_batches(batches, trainer.config.data.num_classes)
     runs = {}
     for variant in ('port', 'port again', 'port perturbed'):
       trainer.checkpoints.checkpoint.read(start_path).assert_existing_objects_matched()
       if variant == 'port perturbed':
         perturb(trainer)
-      runs[variant] = port_steps(trainer, names, batches, args.steps)
+      runs[variant] = port_steps(trainer, names, dataset, args.steps)
       print(f'{variant}: done', flush=True)
     result = summarize(args, step, stage.image_size, upstream, up_weights,
                        runs)
@@ -332,14 +326,14 @@ def run_port_side(args):
     shutil.rmtree(trainer_work, ignore_errors=True)
 
 
+def _distances(a, b):
+  """{n: relative_distance after n steps} of two runs' recorded weights."""
+  return {n: relative_distance(a[n], b[n]) for n in sorted(b)}
+
+
 def summarize(args, step, size, upstream, up_weights, runs):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  port_w = {k: _by_upstream_names(w, up_weights[k])
-            for k, w in runs['port'][2].items()}
-  again_w = {k: _by_upstream_names(w, up_weights[k])
-             for k, w in runs['port again'][2].items()}
-  perturbed_w = {k: _by_upstream_names(w, up_weights[k])
-                 for k, w in runs['port perturbed'][2].items()}
+  port_w = runs['port'][2]
   return dict(
       state=args.state, config=args.config, start_step=step, size=size,
       steps=args.steps, upstream_tensorflow=upstream['tensorflow'],
@@ -349,13 +343,10 @@ def summarize(args, step, size, upstream, up_weights, runs):
       xent={'upstream': upstream['xent'],
             **{name: run[1] for name, run in runs.items()}},
       distance={
-          'port vs upstream': {k: relative_distance(port_w[k], up_weights[k])
-                               for k in sorted(up_weights)},
-          'port again vs port': {k: relative_distance(again_w[k], port_w[k])
-                                 for k in sorted(up_weights)},
-          'port perturbed vs port': {
-              k: relative_distance(perturbed_w[k], port_w[k])
-              for k in sorted(up_weights)},
+          'port vs upstream': _distances(port_w, up_weights),
+          'port again vs port': _distances(runs['port again'][2], port_w),
+          'port perturbed vs port': _distances(runs['port perturbed'][2],
+                                               port_w),
       })
 
 

@@ -155,22 +155,24 @@ def _trainer(args):
 
 
 def _upstream_keys(trainer, checkpoint):
-  """[(port variable, upstream name)] for the model's variables."""
+  """[(port variable, its name in upstream's checkpoint)] for the model's
+  variables ('/head/' is '/head_1/' in some of upstream's graphs)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from automl_effnetv2 import pretrained  # pylint: disable=import-outside-toplevel
   source = pretrained.read_weights(checkpoint)
   plan = pretrained.plan_loading(trainer.model, source, use_ema=False)
-  return plan.assign
+  names = set(tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map())
+  return [(variable, key if key in names else key.replace('/head/', '/head_1/'))
+          for variable, key in plan.assign]
 
 
 def _take_upstream_state(trainer, checkpoint, parts):
   """Assigns upstream's weights (with BN statistics) and/or RMSProp slots."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   reader = tf.train.load_checkpoint(checkpoint)
-  names = set(reader.get_variable_to_shape_map())
   index = {id(v): i for i, v in enumerate(trainer.steps.train_variables)}
   optimizer = trainer.optimizer
-  for variable, key in _upstream_keys(trainer, checkpoint):
-    stored = key if key in names else key.replace('/head/', '/head_1/')
+  for variable, stored in _upstream_keys(trainer, checkpoint):
     if 'weights' in parts:
       variable.assign(reader.get_tensor(stored))
     i = index.get(id(variable))

@@ -88,14 +88,15 @@ def test_the_ports_side_replays_its_own_batches_exactly(tiny_config,
   trainer.run_steps(trainer.stage_iterator(stage, 0), 3)
   direct = float(trainer.steps.loss_sum.result())
   trainer.checkpoints.checkpoint.read(start).assert_existing_objects_matched()
-  losses, _, weights = lockstep.port_steps(trainer, names, batches, 3)
+  dataset = lockstep.saved_batches(batches, config.data.num_classes)
+  losses, _, weights = lockstep.port_steps(trainer, names, dataset, 3)
   assert sum(losses) == pytest.approx(direct, rel=1e-6)
   assert sorted(weights) == [1, 2, 3]
   assert lockstep.relative_distance(weights[3], before) > 1e-4
 
   # The same start and batches again: the same weights, bit for bit.
   trainer.checkpoints.checkpoint.read(start).assert_existing_objects_matched()
-  again = lockstep.port_steps(trainer, names, batches, 3)
+  again = lockstep.port_steps(trainer, names, dataset, 3)
   assert again[0] == losses
   assert lockstep.relative_distance(again[2][3], weights[3]) == 0.0
 
