@@ -149,7 +149,8 @@ def _trainer(args):
   from automl_effnetv2 import train_lib  # pylint: disable=import-outside-toplevel
   with open(os.path.join(args.config, 'config.yaml'), encoding='utf-8') as f:
     config = hparams.Config(yaml.safe_load(f))
-  config.runtime.seed = args.seed
+  if args.seed is not None:  # None: the run's own seed.
+    config.runtime.seed = args.seed
   work = tempfile.mkdtemp(prefix='stage_switch_')
   return train_lib.Trainer(config, work), work
 
