@@ -48,7 +48,8 @@ few steps before that interval), for whole and prefix runs alike.
 `--tally A.json,B.json,...` reads reports written before and counts, per
 side, the `none` runs whose `switch_xent` is below RECOVERED_BELOW, with
 Fisher's exact test between the two sides (an upstream run listed in
-several reports counts once).
+several reports counts once). The boundary was read off 2-epoch runs, so
+only reports of 2 epochs are counted.
 
 `--report_only` rebuilds `<results>.json` and `<results>.png` (train
 cross-entropy per log interval, mean over seeds, both sides) from the
@@ -81,6 +82,10 @@ STOP_GRACE_SECONDS = 300
 # divides the 2-epoch `none` runs: the runs that reached about 85 % top-1
 # had 1.53 and 1.57, the ten that ended at or below 80.6 % had 1.83 to 2.84.
 RECOVERED_BELOW = 1.7
+# The run length that boundary belongs to: at other lengths the loss at the
+# switch is another (at 10 epochs about 1.1 before it), so `--tally` counts
+# only reports of this many epochs.
+RECOVERED_EPOCHS = 2
 
 # The port's recipe values that upstream's config cannot hold, put back to
 # what upstream does (see the module docstring).
@@ -151,8 +156,7 @@ def check_args(args):
     except hparams.ConfigError as e:
       return f'--port_hparams: {e}'
   if args.tally:
-    missing = [p for p in args.tally.split(',') if not os.path.isfile(p)]
-    return f'--tally: no report at {missing[0]}.' if missing else None
+    return _tally_problem(args.tally.split(','))
   if args.report_only:
     return None
   if not args.automl or not os.path.isfile(
@@ -621,6 +625,24 @@ def rank_sum_exact(a, b):
   extreme = sum(count for s, count in enumerate(ways[n])
                 if abs(s - centre) >= observed)
   return extreme / math.comb(total, n)
+
+
+def _tally_problem(paths):
+  """Why these reports cannot be tallied (one line), or None."""
+  for path in paths:
+    if not os.path.isfile(path):
+      return f'--tally: no report at {path}.'
+    try:
+      with open(path, encoding='utf-8') as f:
+        epochs = json.load(f)['epochs']
+    except (ValueError, KeyError, TypeError):
+      return (f'--tally: {path} is not a report of this script (write one '
+              'with --report_only).')
+    if epochs != RECOVERED_EPOCHS:
+      return (f'--tally: {path} is a report of {epochs}-epoch runs; the '
+              f'boundary {RECOVERED_BELOW} was read off {RECOVERED_EPOCHS}-'
+              f'epoch runs, so only those are counted.')
+  return None
 
 
 def recovered(values):

@@ -254,6 +254,19 @@ def test_tally_counts_recovered_runs_once_across_reports(tmp_path, capsys):
   args = upstream_vs_port.parse_args(['--tally', str(tmp_path / 'c.json')])
   assert upstream_vs_port.check_args(args) == (
       f"--tally: no report at {tmp_path / 'c.json'}.")
+  # The boundary belongs to 2-epoch runs: a report of another length, or a
+  # file that is no report, is refused.
+  (tmp_path / 'ten.json').write_text(json.dumps(dict(second, epochs=10)))
+  (tmp_path / 'other.json').write_text('[1, 2]')
+  for name, problem in (
+      ('ten.json', 'is a report of 10-epoch runs; the boundary 1.7 was read '
+       'off 2-epoch runs, so only those are counted.'),
+      ('other.json', 'is not a report of this script (write one with '
+       '--report_only).')):
+    args = upstream_vs_port.parse_args(
+        ['--tally', f'{paths[0]},{tmp_path / name}'])
+    assert upstream_vs_port.check_args(args) == (
+        f'--tally: {tmp_path / name} {problem}')
 
 
 def test_a_prefix_run_is_recorded_with_its_stopping_step(tmp_path, capsys,
