@@ -4,6 +4,7 @@ import fcntl
 import os
 import re
 import shutil
+import subprocess
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -177,3 +178,22 @@ def one_device():
 def cli_env():
   """The environment of a command run from any folder."""
   return dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
+
+
+def flags_over(defaults, flags, **names):
+  """The argv of `defaults` ({flag: value}) with `flags` ([flag, value, ...])
+  put over them; `{name}` in a value is filled from `names`."""
+  argv = dict(defaults)
+  for flag, value in zip(flags[::2], flags[1::2]):
+    argv[flag] = value.format(**names)
+  return [item for pair in argv.items() for item in pair]
+
+
+def bench_refusal(script, argv):
+  """The one line a bench script prints when it refuses `argv` (exit 2)."""
+  proc = subprocess.run([sys.executable, script, *argv], capture_output=True,
+                        text=True, check=False)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1, proc.stderr[-2000:]
+  return lines[0]

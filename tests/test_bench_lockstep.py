@@ -1,13 +1,14 @@
 """bench/lockstep.py without upstream: its flag checks, its arithmetic, and
 the port's side of a lockstep run on the tiny config."""
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 from conftest import REPO
+from conftest import bench_refusal
+from conftest import flags_over
 from conftest import one_device
 
 sys.path.insert(0, os.path.join(REPO, 'bench'))
@@ -54,14 +55,9 @@ def test_bad_flags_get_one_line_and_exit_2(tmp_path, flags, message):
   (run / 'config.yaml').write_text('{}\n')
   for step in (0, 5):
     (run / f'model.ckpt-{step}.index').write_text('')
-  defaults = {'--config': str(run), '--state': f'{run}/model.ckpt-0'}
-  for flag, value in zip(flags[::2], flags[1::2]):
-    defaults[flag] = value.format(run=run)
-  argv = [item for pair in defaults.items() for item in pair]
-  proc = subprocess.run([sys.executable, LOCKSTEP, *argv],
-                        capture_output=True, text=True, check=False)
-  assert proc.returncode == 2
-  assert proc.stderr.strip() == (
+  argv = flags_over({'--config': str(run), '--state': f'{run}/model.ckpt-0'},
+                    flags, run=run)
+  assert bench_refusal(LOCKSTEP, argv) == (
       f'lockstep.py: error: {message.format(run=run)}')
 
 

@@ -11,7 +11,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO
+from conftest import bench_refusal
 from conftest import cli_env
+from conftest import flags_over
 from conftest import one_device
 
 sys.path.insert(0, os.path.join(REPO, 'bench'))
@@ -75,14 +77,9 @@ def test_bad_flags_get_one_line_and_exit_2(tmp_path, flags, message):
   (run / 'config.yaml').write_text('{}\n')
   for name in ('ckpt-3', 'model.ckpt-5', 'last'):
     _touch(str(run / name) + '.index')
-  defaults = {'--config': str(run), '--states': f'{run}/ckpt-3'}
-  for flag, value in zip(flags[::2], flags[1::2]):
-    defaults[flag] = value.format(run=run)
-  argv = [item for pair in defaults.items() for item in pair]
-  proc = subprocess.run([sys.executable, SWITCH_STATES, *argv],
-                        capture_output=True, text=True, check=False)
-  assert proc.returncode == 2
-  assert proc.stderr.strip() == (
+  argv = flags_over({'--config': str(run), '--states': f'{run}/ckpt-3'},
+                    flags, run=run)
+  assert bench_refusal(SWITCH_STATES, argv) == (
       f'switch_states.py: error: {message.format(run=run)}')
 
 

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from conftest import bench_refusal
 
 sys.path.insert(0, os.path.join(REPO, 'bench'))
 import upstream_vs_port  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -311,11 +312,7 @@ def test_stage_switch_refuses_bad_flags_in_one_line(tmp_path, flags, message):
   (config / 'config.yaml').write_text('{}\n')
   if '--config' not in flags and '--write_upstream_stream' not in flags:
     flags = ['--config', str(config)] + flags
-  proc = subprocess.run([sys.executable, STAGE_SWITCH, *flags],
-                        capture_output=True, text=True, check=False)
-  assert proc.returncode == 2
-  lines = proc.stderr.strip().splitlines()
-  assert len(lines) == 1 and message in lines[0], proc.stderr
+  assert message in bench_refusal(STAGE_SWITCH, flags)
 
 
 def test_tf_runtime_speed_times_the_model_and_each_op(tmp_path):
@@ -339,11 +336,9 @@ def test_tf_runtime_speed_times_the_model_and_each_op(tmp_path):
 ])
 def test_tf_runtime_speed_refuses_bad_flags_in_one_line(tmp_path, flags,
                                                         message):
-  proc = subprocess.run([sys.executable, TF_RUNTIME_SPEED, '--output',
-                         str(tmp_path / 'x.json'), *flags],
-                        capture_output=True, text=True, check=False)
-  assert proc.returncode == 2
-  assert proc.stderr.strip() == f'tf_runtime_speed.py: error: {message}'
+  assert bench_refusal(
+      TF_RUNTIME_SPEED, ['--output', str(tmp_path / 'x.json'), *flags]) == (
+          f'tf_runtime_speed.py: error: {message}')
   assert not (tmp_path / 'x.json').exists()
 
 
