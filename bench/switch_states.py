@@ -172,12 +172,21 @@ def describe(trainer, batches):
 
 
 def read_state(trainer, path):
-  """Puts the checkpoint at `path` into the trainer's model and optimizer."""
+  """Puts the checkpoint at `path` into the trainer's model and optimizer;
+  one line and exit 2 when it does not hold a whole training state of the
+  model in --config."""
   import stage_switch  # pylint: disable=import-outside-toplevel
-  if os.path.basename(path).startswith(UPSTREAM_STATE):
-    stage_switch._take_upstream_state(trainer, path, ('weights', 'slots'))  # pylint: disable=protected-access
-  else:
-    trainer.checkpoints.checkpoint.read(path).assert_existing_objects_matched()
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  try:
+    if os.path.basename(path).startswith(UPSTREAM_STATE):
+      stage_switch._take_upstream_state(trainer, path, ('weights', 'slots'))  # pylint: disable=protected-access
+    else:
+      trainer.checkpoints.checkpoint.read(
+          path).assert_existing_objects_matched()
+  except (tf.errors.OpError, AssertionError, ValueError, KeyError) as e:
+    reason = str(getattr(e, 'message', e)).strip().splitlines()
+    _fail(f'--states: {path} is not a training state of the model in '
+          f'--config ({reason[0] if reason else type(e).__name__})')
 
 
 def run(args, states, step):
@@ -187,6 +196,10 @@ def run(args, states, step):
   trainer, work = stage_switch._trainer(  # pylint: disable=protected-access
       argparse.Namespace(config=args.config, seed=None))
   try:
+    if not hasattr(trainer.optimizer, '_velocities'):
+      _fail(f'--config trains with train.optimizer='
+            f'{trainer.config.train.optimizer}; the states are described '
+            "by RMSProp's slots, so it must be rmsprop")
     ends = [stage.max_steps for stage in trainer.plan.stages[:-1]]
     if step not in ends:
       _fail(f'--states are at step {step}, which ends no stage of --config '

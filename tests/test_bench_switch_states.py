@@ -157,3 +157,36 @@ def test_a_stage_end_reads_alike_from_both_sides_files(tiny_config, tmp_path,
   assert capsys.readouterr().err.strip().splitlines()[-1] == (
       f'switch_states.py: error: --states are at step {end - 1}, which ends '
       f'no stage of --config (stage ends: {end})')
+
+  # Upstream's weights without its optimizer slots (as in a released
+  # checkpoint) are no training state: refused in one line.
+  reader = tf.train.load_checkpoint(str(run / f'model.ckpt-{end}'))
+  kept = {name: reader.get_tensor(name)
+          for name in reader.get_variable_to_shape_map()
+          if not name.endswith(('/RMSProp', '/RMSProp_1'))}
+  weights_only = str(tmp_path / 'released' / f'model.ckpt-{end}')
+  tf.raw_ops.SaveV2(prefix=weights_only, tensor_names=list(kept),
+                    shape_and_slices=[''] * len(kept),
+                    tensors=[tf.constant(v) for v in kept.values()])
+  with pytest.raises(SystemExit) as exit_info:
+    switch_states.run(args, [weights_only], end)
+  assert exit_info.value.code == 2
+  line = capsys.readouterr().err.strip().splitlines()[-1]
+  assert line.startswith(
+      f'switch_states.py: error: --states: {weights_only} is not a training '
+      'state of the model in --config (')
+  assert 'RMSProp' in line
+
+  # The description is of RMSProp's slots: another optimizer is refused.
+  config.override('train.optimizer=momentum')
+  other = tmp_path / 'momentum_run'
+  other.mkdir()
+  config.save_to_yaml(str(other / 'config.yaml'))
+  args = switch_states.parse_args(['--config', str(other), '--states', 'x'])
+  with pytest.raises(SystemExit) as exit_info:
+    switch_states.run(args, [f'{run}/ckpt-{end}'], end)
+  assert exit_info.value.code == 2
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      'switch_states.py: error: --config trains with train.optimizer='
+      "momentum; the states are described by RMSProp's slots, so it must be "
+      'rmsprop')
