@@ -15,7 +15,7 @@ port's model and optimizer in turn, and gets one row:
   weight. With decay 0.9 it is close to the squared gradients of the last
   10 to 20 steps: how calm the stage's last steps were.
 - `momentum_rms`: root mean square of RMSProp's momentum (the recent update
-  per step, before the learning rate).
+  per step; TF1's kernel keeps it with the learning rate included).
 - `xent_batch_stats` and `xent_moving_stats`: the training cross-entropy
   (label smoothing included, as the runs log it) of the next stage's first
   `--batches` batches, drawn once from `--config`'s own input at its seed
@@ -65,6 +65,9 @@ def parse_args(argv):
     _fail('--batches must be at least 1')
   if not args.states:
     _fail('--states needs at least one checkpoint')
+  folder = os.path.dirname(os.path.abspath(args.output or '.'))
+  if args.output and not os.path.isdir(folder):
+    _fail(f'--output: the folder {folder} does not exist; create it first')
   return args
 
 

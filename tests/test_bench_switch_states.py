@@ -64,6 +64,8 @@ def test_geometric_and_root_mean_squares_pool_all_arrays():
      '--config must be a port run folder with a config.yaml'),
     (['--batches', '0'], '--batches must be at least 1'),
     (['--states', ''], '--states needs at least one checkpoint'),
+    (['--output', '{run}/no/rows.json'],
+     '--output: the folder {run}/no does not exist; create it first'),
     (['--states', '{run}/ckpt-9'],
      '--states: {run}/ckpt-9 names no checkpoint (no {run}/ckpt-9.index)'),
     (['--states', '{run}/ckpt-3,{run}/model.ckpt-5'],
