@@ -125,21 +125,26 @@ def window_means(values):
 # ============================================================================
 # Upstream side: runs under --legacy_python with upstream's modules only.
 # ============================================================================
-def run_upstream_side(automl, state, work, size, steps):
-  import copy  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
+def upstream_modules(automl):
+  """Upstream's TF1 module, main and config modules, imported as its main.py
+  runs them (graph mode) and with main.py's flags parsed."""
   sys.path.insert(0, automl)
   import tensorflow.compat.v1 as tf  # pylint: disable=import-outside-toplevel
   tf.disable_eager_execution()  # as upstream's main.py
+  import main as upstream_main  # pylint: disable=import-outside-toplevel
+  upstream_main.FLAGS(['lockstep', '--use_tpu=false'])
+  return tf, upstream_main
+
+
+def upstream_run_config(run_dir):
+  """The config an upstream run's main() saved (stage values aside), on
+  upstream's base config and its model's."""
+  import copy  # pylint: disable=import-outside-toplevel
   import effnetv2_configs  # pylint: disable=import-outside-toplevel
   import hparams  # pylint: disable=import-outside-toplevel
-  import main as upstream_main  # pylint: disable=import-outside-toplevel
-  upstream_main.FLAGS(['lockstep', '--use_tpu=false',
-                       f'--model_dir={os.path.join(work, "model_dir")}'])
-  run_dir = os.path.dirname(state)
   import yaml  # pylint: disable=import-outside-toplevel
-  # The run's own config, as its main() saved it (stage values aside); it
-  # holds python slices (the splits), which only yaml's unsafe loader reads.
+  # It holds python slices (the splits), which only yaml's unsafe loader
+  # reads.
   with open(os.path.join(run_dir, 'config.yaml'), encoding='utf-8') as f:
     saved = yaml.load(f, Loader=yaml.UnsafeLoader)
   # Its block strings were saved decoded: the model's config supplies them.
@@ -148,40 +153,64 @@ def run_upstream_side(automl, state, work, size, steps):
   config.override(effnetv2_configs.get_model_config(
       saved['model']['model_name']))
   config.override(saved, allow_new_keys=True)
+  return config
+
+
+class UpstreamStep:
+  """The training step of upstream's `main.py` `model_fn` at one image
+  size, in the current graph, fed one batch at a time."""
+
+  def __init__(self, tf, upstream_main, config, size):
+    self.global_step = tf.train.get_or_create_global_step()
+    self.batch = config.train.batch_size
+    self.num_classes = config.data.num_classes
+    self.images = tf.placeholder(tf.float32, [self.batch, size, size, 3])
+    self.labels = tf.placeholder(tf.float32, [self.batch, self.num_classes])
+    # main() builds params as below; TPUEstimator adds batch_size.
+    params = dict(steps_per_epoch=config.data.splits.train.num_images /
+                  self.batch, image_size=size, config=config,
+                  batch_size=self.batch)
+    spec = upstream_main.model_fn({'image': self.images},
+                                  {'label': self.labels},
+                                  tf.estimator.ModeKeys.TRAIN, params)
+    summaries = dict(tf.get_collection('scalar_summaries'))
+    self.fetches = [spec.train_op, spec.loss, summaries['loss/xent'],
+                    summaries['train/lr']]
+
+  def run(self, sess, levels, classes):
+    """One step on a batch of uint8 levels and class ids: (loss, xent, lr)."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    feed = {self.images: levels.astype(np.float32) / 127.5 - 1.0,
+            self.labels: np.eye(self.num_classes, dtype=np.float32)[classes]}
+    _, loss, xent, lr = sess.run(self.fetches, feed)
+    return float(loss), float(xent), float(lr)
+
+
+def run_upstream_side(automl, state, work, size, steps):
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  tf, upstream_main = upstream_modules(automl)
+  config = upstream_run_config(os.path.dirname(state))
   # Indexing an npz file reads its whole array: read each once.
   with np.load(os.path.join(work, 'batches.npz')) as data:
     batch_images, batch_labels = data['images'], data['labels']
   points = set(record_points(steps))
   with tf.Graph().as_default():
-    global_step = tf.train.get_or_create_global_step()
-    batch = config.train.batch_size
-    images = tf.placeholder(tf.float32, [batch, size, size, 3])
-    labels = tf.placeholder(tf.float32, [batch, config.data.num_classes])
-    # main() builds params as below; TPUEstimator adds batch_size.
-    params = dict(steps_per_epoch=config.data.splits.train.num_images /
-                  batch, image_size=size, config=config, batch_size=batch)
-    spec = upstream_main.model_fn({'image': images}, {'label': labels},
-                                  tf.estimator.ModeKeys.TRAIN, params)
-    summaries = dict(tf.get_collection('scalar_summaries'))
-    xent, lr = summaries['loss/xent'], summaries['train/lr']
+    step = UpstreamStep(tf, upstream_main, config, size)
     trainable = tf.trainable_variables()
     saver = tf.train.Saver()
     losses, xents, rates, weights = [], [], [], {}
     with tf.Session() as sess:
       saver.restore(sess, state)
-      start = sess.run(global_step)
+      start = sess.run(step.global_step)
       for i in range(steps):
-        x = batch_images[i].astype(np.float32) / 127.5 - 1.0
-        y = np.eye(config.data.num_classes, dtype=np.float32)[batch_labels[i]]
-        _, loss, cross, rate = sess.run([spec.train_op, spec.loss, xent, lr],
-                                        {images: x, labels: y})
-        losses.append(float(loss))
-        xents.append(float(cross))
-        rates.append(float(rate))
+        loss, cross, rate = step.run(sess, batch_images[i], batch_labels[i])
+        losses.append(loss)
+        xents.append(cross)
+        rates.append(rate)
         if i + 1 in points:
           for v, value in zip(trainable, sess.run(trainable)):
             weights[f'{i + 1}/{v.op.name}'] = value
-      end = sess.run(global_step)
+      end = sess.run(step.global_step)
   np.savez(os.path.join(work, 'upstream_weights.npz'), **weights)
   with open(os.path.join(work, 'upstream.json'), 'w') as f:
     json.dump(dict(loss=losses, xent=xents, lr=rates, start_step=int(start),
