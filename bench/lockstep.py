@@ -51,6 +51,39 @@ def _fail(message):
   bench_cli.fail(__file__, message)
 
 
+def add_upstream_flags(parser):
+  """--automl and --legacy_python, and the hidden flags with which the
+  script runs itself under upstream's python (`run_upstream_side`)."""
+  parser.add_argument('--automl', help="upstream's efficientnetv2/ folder, "
+                      'prepared by patches/patchset.py upstream')
+  parser.add_argument('--legacy_python',
+                      default=os.environ.get('LEGACY_PYTHON'),
+                      help="python of upstream's environment (TF 2.15)")
+  parser.add_argument('--side', default='port', help=argparse.SUPPRESS)
+  parser.add_argument('--work', help=argparse.SUPPRESS)
+
+
+def check_upstream_flags(args, fail):
+  if not args.automl or not os.path.isfile(
+      os.path.join(args.automl, 'main.py')):
+    fail("--automl must be upstream's efficientnetv2/ folder (it holds "
+         'main.py)')
+  if not args.legacy_python or not os.access(
+      os.path.expanduser(args.legacy_python), os.X_OK):
+    fail('--legacy_python must be the python of the environment from '
+         'patches/upstream-requirements.txt')
+
+
+def call_upstream_side(script, args, fail, *flags):
+  """Runs `script` again under --legacy_python with --side=upstream, the
+  absolute --automl and `flags`; fails in one line if it does."""
+  code = subprocess.call([
+      os.path.expanduser(args.legacy_python), os.path.abspath(script),
+      '--side=upstream', f'--automl={os.path.abspath(args.automl)}', *flags])
+  if code:
+    fail(f"upstream's side failed (exit {code}); its output is above")
+
+
 def parse_args(argv):
   parser = bench_cli.OneLineParser(__file__, __doc__)
   parser.add_argument('--config', help='a port run folder (its config.yaml '
@@ -58,14 +91,8 @@ def parse_args(argv):
   parser.add_argument('--state', help="upstream's model.ckpt-N to start from")
   parser.add_argument('--steps', type=int, default=64,
                       help='steps to train (a multiple of 8)')
-  parser.add_argument('--automl', help="upstream's efficientnetv2/ folder, "
-                      'prepared by patches/patchset.py upstream')
-  parser.add_argument('--legacy_python',
-                      default=os.environ.get('LEGACY_PYTHON'),
-                      help="python of upstream's environment (TF 2.15)")
   parser.add_argument('--output', help='JSON file for every number')
-  parser.add_argument('--side', default='port', help=argparse.SUPPRESS)
-  parser.add_argument('--work', help=argparse.SUPPRESS)
+  add_upstream_flags(parser)
   parser.add_argument('--size', type=int, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.side == 'upstream':
@@ -85,14 +112,7 @@ def parse_args(argv):
       os.path.join(args.config, f'ckpt-{step}.index')):
     _fail(f'--config has no ckpt-{step}: the port run needs its own '
           'checkpoint of the same step (or start from model.ckpt-0)')
-  if not args.automl or not os.path.isfile(
-      os.path.join(args.automl, 'main.py')):
-    _fail("--automl must be upstream's efficientnetv2/ folder (it holds "
-          'main.py)')
-  if not args.legacy_python or not os.access(
-      os.path.expanduser(args.legacy_python), os.X_OK):
-    _fail('--legacy_python must be the python of the environment from '
-          'patches/upstream-requirements.txt')
+  check_upstream_flags(args, _fail)
   return args
 
 
@@ -295,13 +315,9 @@ def perturb(trainer, seed=0):
 
 
 def run_upstream_child(args, work, size):
-  code = subprocess.call([
-      os.path.expanduser(args.legacy_python), os.path.abspath(__file__),
-      '--side=upstream', f'--work={work}', f'--size={size}',
-      f'--steps={args.steps}', f'--state={os.path.abspath(args.state)}',
-      f'--automl={os.path.abspath(args.automl)}'])
-  if code:
-    _fail(f"upstream's side failed (exit {code}); its output is above")
+  call_upstream_side(__file__, args, _fail, f'--work={work}',
+                     f'--size={size}', f'--steps={args.steps}',
+                     f'--state={os.path.abspath(args.state)}')
   import numpy as np  # pylint: disable=import-outside-toplevel
   with open(os.path.join(work, 'upstream.json'), encoding='utf-8') as f:
     result = json.load(f)

@@ -27,11 +27,9 @@ weights went across), and `switch_xent`, the mean cross-entropy of steps
 313-384 as `bench/upstream_vs_port.py` counts it (recovered below 1.7).
 `--output FILE.json` keeps every number.
 """
-import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -59,14 +57,8 @@ def parse_args(argv):
                       'same recipe (config.yaml and model.ckpt-0)')
   parser.add_argument('--after', type=int, default=AFTER_SWITCH,
                       help='steps of the second stage (a multiple of 8)')
-  parser.add_argument('--automl', help="upstream's efficientnetv2/ folder, "
-                      'prepared by patches/patchset.py upstream')
-  parser.add_argument('--legacy_python',
-                      default=os.environ.get('LEGACY_PYTHON'),
-                      help="python of upstream's environment (TF 2.15)")
   parser.add_argument('--output', help='JSON file for every number')
-  parser.add_argument('--side', default='port', help=argparse.SUPPRESS)
-  parser.add_argument('--work', help=argparse.SUPPRESS)
+  lockstep.add_upstream_flags(parser)
   args = parser.parse_args(argv)
   if args.side == 'upstream':
     return args
@@ -80,14 +72,7 @@ def parse_args(argv):
                                              INIT_NAME + '.index')):
     _fail('--upstream_run must be an upstream run folder with config.yaml '
           f'and {INIT_NAME}')
-  if not args.automl or not os.path.isfile(
-      os.path.join(args.automl, 'main.py')):
-    _fail("--automl must be upstream's efficientnetv2/ folder (it holds "
-          'main.py)')
-  if not args.legacy_python or not os.access(
-      os.path.expanduser(args.legacy_python), os.X_OK):
-    _fail('--legacy_python must be the python of the environment from '
-          'patches/upstream-requirements.txt')
+  lockstep.check_upstream_flags(args, _fail)
   if args.output and not os.path.isdir(
       os.path.dirname(os.path.abspath(args.output))):
     _fail(f'--output: the folder of {args.output} does not exist')
@@ -264,13 +249,9 @@ def run_port_side(args):
     print(f'port seed {seed}: {plan[0]["steps"]} steps at {plan[0]["size"]} '
           f'px, then {plan[1]["steps"]} at {plan[1]["size"]} px, upstream\'s '
           'trainer on the port\'s batches', flush=True)
-    code = subprocess.call([
-        os.path.expanduser(args.legacy_python), os.path.abspath(__file__),
-        '--side=upstream', f'--work={work}',
-        f'--upstream_run={os.path.abspath(args.upstream_run)}',
-        f'--automl={os.path.abspath(args.automl)}'])
-    if code:
-      _fail(f"upstream's side failed (exit {code}); its output is above")
+    lockstep.call_upstream_side(
+        __file__, args, _fail, f'--work={work}',
+        f'--upstream_run={os.path.abspath(args.upstream_run)}')
     with open(os.path.join(work, 'upstream.json'), encoding='utf-8') as f:
       upstream = json.load(f)
     result = summarize(args, seed, plan, port_loss, upstream)

@@ -197,3 +197,26 @@ def bench_refusal(script, argv):
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1, proc.stderr[-2000:]
   return lines[0]
+
+
+def write_upstream_state(trainer, prefix):
+  """The trainer's state as upstream's main.py names it: the model's
+  variables under their upstream names, RMSProp's mean square and momentum
+  as /RMSProp and /RMSProp_1, and the global step."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from automl_effnetv2 import pretrained  # pylint: disable=g-import-not-at-top
+  names = pretrained.upstream_variable_names(trainer.model)
+  tensors = {names[v.path]: v.numpy() for v in trainer.model.weights
+             if v.path in names}
+  optimizer = trainer.optimizer
+  for i, variable in enumerate(trainer.steps.train_variables):
+    if variable.path not in names:
+      continue
+    tensors[names[variable.path] + '/RMSProp'] = (
+        optimizer._velocities[i].numpy())  # pylint: disable=protected-access
+    tensors[names[variable.path] + '/RMSProp_1'] = (
+        optimizer._momentums[i].numpy())  # pylint: disable=protected-access
+  tensors['global_step'] = np.array(trainer.global_step.numpy(), np.int64)
+  tf.raw_ops.SaveV2(prefix=prefix, tensor_names=list(tensors),
+                    shape_and_slices=[''] * len(tensors),
+                    tensors=[tf.constant(v) for v in tensors.values()])

@@ -15,6 +15,7 @@ from conftest import bench_refusal
 from conftest import cli_env
 from conftest import flags_over
 from conftest import one_device
+from conftest import write_upstream_state
 
 sys.path.insert(0, os.path.join(REPO, 'bench'))
 import switch_states  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -85,28 +86,6 @@ def test_bad_flags_get_one_line_and_exit_2(tmp_path, flags, message):
       f'switch_states.py: error: {message.format(run=run)}')
 
 
-def _write_upstream_names(trainer, prefix):
-  """The trainer's state as upstream's main.py names it: the model's
-  variables under their upstream names, RMSProp's mean square and momentum
-  as /RMSProp and /RMSProp_1, and the global step."""
-  from automl_effnetv2 import pretrained  # pylint: disable=g-import-not-at-top
-  names = pretrained.upstream_variable_names(trainer.model)
-  tensors = {names[v.path]: v.numpy() for v in trainer.model.weights
-             if v.path in names}
-  optimizer = trainer.optimizer
-  for i, variable in enumerate(trainer.steps.train_variables):
-    if variable.path not in names:
-      continue
-    tensors[names[variable.path] + '/RMSProp'] = (
-        optimizer._velocities[i].numpy())  # pylint: disable=protected-access
-    tensors[names[variable.path] + '/RMSProp_1'] = (
-        optimizer._momentums[i].numpy())  # pylint: disable=protected-access
-  tensors['global_step'] = np.array(trainer.global_step.numpy(), np.int64)
-  tf.raw_ops.SaveV2(prefix=prefix, tensor_names=list(tensors),
-                    shape_and_slices=[''] * len(tensors),
-                    tensors=[tf.constant(v) for v in tensors.values()])
-
-
 def test_a_stage_end_reads_alike_from_both_sides_files(tiny_config, tmp_path,
                                                        capsys):
   from automl_effnetv2 import train_lib  # pylint: disable=g-import-not-at-top
@@ -123,7 +102,7 @@ def test_a_stage_end_reads_alike_from_both_sides_files(tiny_config, tmp_path,
   end = first.max_steps
   trainer.run_steps(trainer.stage_iterator(first, 0), end)
   trainer.checkpoints.checkpoint.write(str(run / f'ckpt-{end}'))
-  _write_upstream_names(trainer, str(run / f'model.ckpt-{end}'))
+  write_upstream_state(trainer, str(run / f'model.ckpt-{end}'))
   velocities = [trainer.optimizer._velocities[i].numpy()  # pylint: disable=protected-access
                 for i in range(len(trainer.steps.train_variables))]
   # The loss the run logs for the next stage's first step, from this state.
