@@ -244,8 +244,7 @@ def _port_trainer(args, step):
   """The port's trainer at `step` with upstream's weights and slots, and
   {id(variable): its name in upstream's checkpoint}."""
   import stage_switch  # pylint: disable=import-outside-toplevel
-  trainer, work = stage_switch._trainer(  # pylint: disable=protected-access
-      argparse.Namespace(config=args.config, seed=0))
+  trainer, work = stage_switch.port_trainer(args.config, seed=0)
   if step:
     trainer.checkpoints.checkpoint.read(os.path.join(
         args.config, f'ckpt-{step}')).assert_existing_objects_matched()

@@ -143,14 +143,17 @@ def write_upstream_stream(automl, tfds_data_dir, prefix):
 # ============================================================================
 # Port side.
 # ============================================================================
-def _trainer(args):
+def port_trainer(config_dir, seed=None):
+  """The port's trainer for the run in `config_dir` (its config.yaml), at
+  its initial weights, in a scratch folder; `seed` replaces the run's own
+  runtime.seed unless None. Returns (trainer, the folder to delete)."""
   import yaml  # pylint: disable=import-outside-toplevel
   from automl_effnetv2 import hparams  # pylint: disable=import-outside-toplevel
   from automl_effnetv2 import train_lib  # pylint: disable=import-outside-toplevel
-  with open(os.path.join(args.config, 'config.yaml'), encoding='utf-8') as f:
+  with open(os.path.join(config_dir, 'config.yaml'), encoding='utf-8') as f:
     config = hparams.Config(yaml.safe_load(f))
-  if args.seed is not None:  # None: the run's own seed.
-    config.runtime.seed = args.seed
+  if seed is not None:
+    config.runtime.seed = seed
   work = tempfile.mkdtemp(prefix='stage_switch_')
   return train_lib.Trainer(config, work), work
 
@@ -221,7 +224,7 @@ def run_port_side(args):
   import numpy as np  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from automl_effnetv2 import pretrained  # pylint: disable=import-outside-toplevel
-  trainer, work = _trainer(args)
+  trainer, work = port_trainer(args.config, args.seed)
   try:
     stages = trainer.plan.stages
     if len(stages) < 2:

@@ -193,11 +193,9 @@ def read_state(trainer, path):
 
 
 def run(args, states, step):
-  import argparse  # pylint: disable=import-outside-toplevel
   import shutil  # pylint: disable=import-outside-toplevel
   import stage_switch  # pylint: disable=import-outside-toplevel
-  trainer, work = stage_switch._trainer(  # pylint: disable=protected-access
-      argparse.Namespace(config=args.config, seed=None))
+  trainer, work = stage_switch.port_trainer(args.config)
   try:
     if not hasattr(trainer.optimizer, '_velocities'):
       _fail(f'--config trains with train.optimizer='

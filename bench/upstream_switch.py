@@ -35,6 +35,7 @@ import tempfile
 
 import bench_cli
 import lockstep
+import stage_switch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WINDOW = lockstep.WINDOW
@@ -136,7 +137,8 @@ def run_upstream_side(automl, upstream_run, work):
               os.path.dirname(checkpoint)))
         loss, xent, lr = _train_stage(step, sess, stage['batches'],
                                       stage['steps'])
-        saver.save(sess, checkpoint, global_step=step.global_step)
+        if index + 1 < len(plan['stages']):  # The next stage restores it.
+          saver.save(sess, checkpoint, global_step=step.global_step)
         end = int(sess.run(step.global_step))
     stages.append(dict(size=stage['size'], loss=loss, xent=xent, lr=lr,
                        end_step=end))
@@ -147,22 +149,9 @@ def run_upstream_side(automl, upstream_run, work):
 # ============================================================================
 # Port side.
 # ============================================================================
-def port_trainer(config_dir):
-  """The port's trainer for the run in `config_dir`, at its initial
-  weights (its own seed), in a scratch folder."""
-  import yaml  # pylint: disable=import-outside-toplevel
-  from automl_effnetv2 import hparams  # pylint: disable=import-outside-toplevel
-  from automl_effnetv2 import train_lib  # pylint: disable=import-outside-toplevel
-  with open(os.path.join(config_dir, 'config.yaml'), encoding='utf-8') as f:
-    config = hparams.Config(yaml.safe_load(f))
-  work = tempfile.mkdtemp(prefix='upstream_switch_')
-  return train_lib.Trainer(config, work), work
-
-
 def initial_weights(trainer, upstream_init):
   """The port's model variables (weights and batch-norm statistics) under
   upstream's names, as in `upstream_init`."""
-  import stage_switch  # pylint: disable=import-outside-toplevel
   return {name: variable.numpy() for variable, name in
           stage_switch._upstream_keys(trainer, upstream_init)}  # pylint: disable=protected-access
 
@@ -182,7 +171,7 @@ def first_step_loss(trainer, batches):
 def write_inputs(args, work):
   """init.npz, the batches of both stages and plan.json in `work`."""
   import numpy as np  # pylint: disable=import-outside-toplevel
-  trainer, scratch = port_trainer(args.config)
+  trainer, scratch = stage_switch.port_trainer(args.config)
   try:
     stages = trainer.plan.stages
     if len(stages) < 2:
