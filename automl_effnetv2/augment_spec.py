@@ -2,7 +2,7 @@
 
 `data.augname` and the settings that go with it (RandAugment's layers and
 magnitude, its op list, the translate/cutout pixel constants, the fill colour,
-Solarize's wrap) are read from the config and checked in one place,
+Solarize's wrap, the Contrast and Sharpness pixels) are read from the config and checked in one place,
 `AugmentSpec.from_config`, and travel whole from there to the pipeline. A
 progressive-learning stage changes only the magnitude (`at_magnitude`).
 
@@ -52,6 +52,7 @@ CONFIG_KEYS = {
     'cutout_const': 'cutout_const',
     'fill': 'aug_fill',
     'solarize_wrap': 'solarize_wrap',
+    'enhance_pixels': 'enhance_pixels',
 }
 
 
@@ -76,6 +77,9 @@ class AugmentSpec:
       behind; None: upstream's gray 128. Port addition.
     solarize_wrap [data.solarize_wrap]: Solarize's threshold wraps modulo
       256 as upstream's does (autoaugment.solarize_threshold).
+    enhance_pixels [data.enhance_pixels]: 'pil' (Contrast and Sharpness as
+      PIL computes them) or 'upstream' (upstream's pixels for both;
+      autoaugment.contrast, autoaugment.sharpness). Port addition.
   """
   policy: Optional[str] = None
   num_layers: int = 2
@@ -85,6 +89,7 @@ class AugmentSpec:
   cutout_const: Optional[float] = None
   fill: Optional[int] = None
   solarize_wrap: bool = True
+  enhance_pixels: str = 'pil'
 
   def __post_init__(self):
     # Normal forms, so that equal settings give equal specs.
@@ -183,6 +188,8 @@ class AugmentSpec:
                  'gray 128')
     if not isinstance(self.solarize_wrap, bool):
       self._fail('solarize_wrap', 'true or false')
+    if self.enhance_pixels not in autoaugment.ENHANCE_PIXELS:
+      self._fail('enhance_pixels', ' or '.join(autoaugment.ENHANCE_PIXELS))
 
   def _check_policy(self):
     policy = self.policy

@@ -17,6 +17,9 @@ Differences from upstream (docs/deviations.md):
   runs see exactly the images an uninterrupted run sees.
 - Contrast blends towards the mean gray level, as PIL does; upstream used
   pixel_count / 256 (a bug that made the target depend on image size).
+  Sharpness rounds its smoothed image, as PIL does; upstream truncated it.
+  `enhance_pixels='upstream'` (`data.enhance_pixels=upstream`) gives
+  upstream's pixels for both, for runs compared side by side with upstream.
 
 Kept on purpose: upstream compares uint8 pixels with Solarize's threshold
 int(level / 10 * 256), and TensorFlow converts a Python int to uint8 modulo
@@ -34,6 +37,9 @@ from automl_effnetv2 import registry
 
 MAX_LEVEL = 10.0
 REPLACE_GRAY = (128, 128, 128)
+# How Contrast and Sharpness compute the image they blend with: 'pil' as
+# PIL does, 'upstream' as upstream's code does (see `contrast`, `sharpness`).
+ENHANCE_PIXELS = ('pil', 'upstream')
 
 # Pixel constants for translate and cutout: (translate_const, cutout_const).
 RANDAUGMENT_CONSTS = (100, 40)
@@ -103,11 +109,19 @@ def color(image, factor):
   return blend(degenerate, image, factor)
 
 
-def contrast(image, factor):
-  """PIL ImageEnhance.Contrast: blend with the image's mean gray level."""
-  gray = tf.cast(_grayscale(image), tf.float32)
-  mean = tf.round(tf.reduce_mean(gray))
-  degenerate = tf.cast(tf.fill(tf.shape(image), mean), tf.uint8)
+def contrast(image, factor, enhance_pixels='pil'):
+  """PIL ImageEnhance.Contrast: blend with the image's mean gray level.
+
+  'upstream': blend with upstream's target instead, the sum of a 256-bin
+  histogram of the gray image over 256, which is the pixel count / 256
+  whatever the pixels (9 at 48 px, 12 at 56, 16 at 64), truncated to uint8.
+  """
+  if enhance_pixels == 'upstream':
+    pixels = tf.cast(tf.shape(image)[0] * tf.shape(image)[1], tf.float32)
+    target = tf.floor(tf.minimum(pixels / 256.0, 255.0))
+  else:
+    target = tf.round(tf.reduce_mean(tf.cast(_grayscale(image), tf.float32)))
+  degenerate = tf.cast(tf.fill(tf.shape(image), target), tf.uint8)
   return blend(degenerate, image, factor)
 
 
@@ -116,13 +130,17 @@ def brightness(image, factor):
   return blend(tf.zeros_like(image), image, factor)
 
 
-def sharpness(image, factor):
-  """PIL ImageEnhance.Sharpness: blend with a smoothed image (border kept)."""
+def sharpness(image, factor, enhance_pixels='pil'):
+  """PIL ImageEnhance.Sharpness: blend with a smoothed image (border kept).
+
+  'upstream': the smoothed image is truncated to uint8, not rounded.
+  """
   kernel = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
   kernel = tf.tile(kernel[:, :, None, None], [1, 1, 3, 1])
   smoothed = tf.nn.depthwise_conv2d(
       tf.cast(image, tf.float32)[None], kernel, [1, 1, 1, 1], 'VALID')[0]
-  smoothed = tf.cast(tf.clip_by_value(tf.round(smoothed), 0.0, 255.0),
+  to_level = tf.floor if enhance_pixels == 'upstream' else tf.round
+  smoothed = tf.cast(tf.clip_by_value(to_level(smoothed), 0.0, 255.0),
                      tf.uint8)
   inside = tf.pad(tf.ones_like(smoothed, tf.bool), [[1, 1], [1, 1], [0, 0]])
   degenerate = tf.where(
@@ -243,12 +261,13 @@ def _enhance_factor(level):
 
 def make_op(name: str, level: float, translate_const: float,
             cutout_const: float, replace=REPLACE_GRAY,
-            solarize_wrap: bool = True
+            solarize_wrap: bool = True, enhance_pixels: str = 'pil'
             ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
   """Returns `op(image, seed)` for a named op at a level, upstream's mapping.
 
   The seed only drives the random sign of rotate/shear/translate and the
-  position of cutout. `solarize_wrap`: see `solarize_threshold`.
+  position of cutout. `solarize_wrap`: see `solarize_threshold`;
+  `enhance_pixels` (one of ENHANCE_PIXELS): see `contrast`, `sharpness`.
   """
   level = float(level)
   ratio = level / MAX_LEVEL
@@ -270,9 +289,12 @@ def make_op(name: str, level: float, translate_const: float,
     return lambda image, seed: solarize(image, threshold)
   if name == 'SolarizeAdd':
     return lambda image, seed: solarize_add(image, int(ratio * 110))
-  if name in ('Color', 'Contrast', 'Brightness', 'Sharpness'):
-    fn = {'Color': color, 'Contrast': contrast, 'Brightness': brightness,
-          'Sharpness': sharpness}[name]
+  if name in ('Contrast', 'Sharpness'):
+    fn = contrast if name == 'Contrast' else sharpness
+    return lambda image, seed: fn(image, _enhance_factor(level),
+                                  enhance_pixels)
+  if name in ('Color', 'Brightness'):
+    fn = color if name == 'Color' else brightness
     return lambda image, seed: fn(image, _enhance_factor(level))
   if name in ('ShearX', 'ShearY'):
     fn = shear_x if name == 'ShearX' else shear_y
@@ -335,7 +357,8 @@ def policy_v0() -> List[List[Tuple[str, float, int]]]:
 def distort_image_with_autoaugment(image, seed, policy=None,
                                    translate_const=AUTOAUGMENT_CONSTS[0],
                                    cutout_const=AUTOAUGMENT_CONSTS[1],
-                                   replace=REPLACE_GRAY, solarize_wrap=True):
+                                   replace=REPLACE_GRAY, solarize_wrap=True,
+                                   enhance_pixels='pil'):
   """Picks one sub-policy uniformly and applies each op with its probability."""
   policy = policy or policy_v0()
   choice_seed, ops_seed = split_seed(seed, 2)
@@ -349,7 +372,7 @@ def distort_image_with_autoaugment(image, seed, policy=None,
         gate_seed, op_seed = split_seed(
             tf.random.experimental.stateless_fold_in(ops_seed, i), 2)
         op = make_op(name, level, translate_const, cutout_const, replace,
-                     solarize_wrap)
+                     solarize_wrap, enhance_pixels)
         out = tf.cond(_uniform(gate_seed) < prob,
                       lambda op=op, out=out: op(out, op_seed),
                       lambda out=out: out)
@@ -363,7 +386,7 @@ def distort_image_with_randaugment(image, num_layers, magnitude, seed,
                                    translate_const=RANDAUGMENT_CONSTS[0],
                                    cutout_const=RANDAUGMENT_CONSTS[1],
                                    ops=RANDAUGMENT_OPS, replace=REPLACE_GRAY,
-                                   solarize_wrap=True):
+                                   solarize_wrap=True, enhance_pixels='pil'):
   """Applies `num_layers` ops, each drawn uniformly from `ops`, at `magnitude`.
 
   `ops` (names) and `replace` (the fill colour) are port additions; upstream
@@ -371,7 +394,7 @@ def distort_image_with_randaugment(image, num_layers, magnitude, seed,
   is always applied (its sampled probability is never used).
   """
   ops = [make_op(name, magnitude, translate_const, cutout_const, replace,
-                 solarize_wrap)
+                 solarize_wrap, enhance_pixels)
          for name in ops]
   for layer in range(int(num_layers)):
     choice_seed, op_seed = split_seed(
@@ -387,18 +410,19 @@ def distort_image(image, policy: str, spec, seed):
   """Upstream's dispatcher: 'autoaug', 'randaug' or 'ra_aa' (either, 50/50).
 
   `spec` (an augment_spec.AugmentSpec) gives RandAugment's layers,
-  magnitude and ops, the pixel constants, the fill colour and Solarize's
-  wrap.
+  magnitude and ops, the pixel constants, the fill colour, Solarize's wrap
+  and the Contrast and Sharpness pixels.
   """
   if policy == 'autoaug':
     return distort_image_with_autoaugment(
         image, seed, None, *spec.constants('autoaug'),
-        replace=spec.fill_color, solarize_wrap=spec.solarize_wrap)
+        replace=spec.fill_color, solarize_wrap=spec.solarize_wrap,
+        enhance_pixels=spec.enhance_pixels)
   if policy == 'randaug':
     return distort_image_with_randaugment(
         image, spec.num_layers, spec.magnitude, seed,
         *spec.constants('randaug'), ops=spec.ops, replace=spec.fill_color,
-        solarize_wrap=spec.solarize_wrap)
+        solarize_wrap=spec.solarize_wrap, enhance_pixels=spec.enhance_pixels)
   if policy == 'ra_aa':
     pick_seed, aug_seed = split_seed(seed, 2)
     return tf.cond(_uniform(pick_seed) < 0.5,

@@ -450,6 +450,10 @@ base_config = Config(
         # wraps modulo 256 from magnitude 10 up; False: thresholds >= 256
         # leave the image unchanged (autoaugment.solarize_threshold).
         solarize_wrap=True,
+        # Port addition: 'pil' computes Contrast and Sharpness as PIL does
+        # (docs/deviations.md); 'upstream' gives upstream's pixels, for runs
+        # compared side by side with upstream's code.
+        enhance_pixels='pil',
     ),
     runtime=dict(
         iterations_per_loop=1000,

@@ -53,9 +53,9 @@ def _fail(message):
 def parse_args(argv):
   parser = bench_cli.OneLineParser(__file__, __doc__)
   parser.add_argument('--config', help='a port run folder (its config.yaml)')
-  parser.add_argument('--seed', type=int, default=0,
+  parser.add_argument('--seed', type=int, default=None,
                       help="runtime.seed: the port's initial weights and its "
-                      'batches')
+                      "batches (default: --config's own)")
   parser.add_argument('--init', help="upstream checkpoint to start from "
                       "instead of the port's initial weights (model.ckpt-0)")
   parser.add_argument('--state', help='checkpoint at a stage end to go on '
@@ -73,6 +73,9 @@ def parse_args(argv):
   parser.add_argument('--legacy_python',
                       default=os.environ.get('LEGACY_PYTHON'))
   parser.add_argument('--tfds_data_dir', help='tfds folder with fashion_mnist')
+  parser.add_argument('--hparam_str', default='',
+                      help="overrides of --config's config ('data.x=1,...'), "
+                      'e.g. data.enhance_pixels=upstream')
   parser.add_argument('--side', default='port', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.write_upstream_stream:
@@ -143,17 +146,26 @@ def write_upstream_stream(automl, tfds_data_dir, prefix):
 # ============================================================================
 # Port side.
 # ============================================================================
-def port_trainer(config_dir, seed=None):
+def port_trainer(config_dir, seed=None, hparam_str=''):
   """The port's trainer for the run in `config_dir` (its config.yaml), at
   its initial weights, in a scratch folder; `seed` replaces the run's own
-  runtime.seed unless None. Returns (trainer, the folder to delete)."""
+  runtime.seed unless None, and `hparam_str` ('data.x=1,...') overrides
+  its config. Returns (trainer, the folder to delete)."""
+  import copy  # pylint: disable=import-outside-toplevel
   import yaml  # pylint: disable=import-outside-toplevel
+  from automl_effnetv2 import augment_spec  # pylint: disable=import-outside-toplevel
   from automl_effnetv2 import hparams  # pylint: disable=import-outside-toplevel
   from automl_effnetv2 import train_lib  # pylint: disable=import-outside-toplevel
   with open(os.path.join(config_dir, 'config.yaml'), encoding='utf-8') as f:
     config = hparams.Config(yaml.safe_load(f))
   if seed is not None:
     config.runtime.seed = seed
+  if hparam_str:
+    # Checked against today's keys: a run saved before a key existed lacks
+    # it in its config.yaml.
+    copy.deepcopy(hparams.base_config).override(hparam_str)
+    config.override(hparam_str, allow_new_keys=True)
+    augment_spec.AugmentSpec.from_config(config.data)  # Checks its values.
   work = tempfile.mkdtemp(prefix='stage_switch_')
   return train_lib.Trainer(config, work), work
 
@@ -217,14 +229,18 @@ def _train(trainer, iterator, steps):
 
 
 def _print(label, means):
-  print(f'{label}: ' + ' '.join(f'{m:.2f}' for m in means), flush=True)
+  print(f'{label}: ' + ' '.join(f'{m:.3f}' for m in means), flush=True)
 
 
 def run_port_side(args):
   import numpy as np  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from automl_effnetv2 import hparams  # pylint: disable=import-outside-toplevel
   from automl_effnetv2 import pretrained  # pylint: disable=import-outside-toplevel
-  trainer, work = port_trainer(args.config, args.seed)
+  try:
+    trainer, work = port_trainer(args.config, args.seed, args.hparam_str)
+  except hparams.ConfigError as e:
+    _fail(f'--hparam_str: {e}')
   try:
     stages = trainer.plan.stages
     if len(stages) < 2:
