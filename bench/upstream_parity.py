@@ -56,9 +56,9 @@ recipe (B0, batch 128, 60,000 images, cosine, 1 warm-up epoch, EMA 0.999):
              Fashion-MNIST training image as upstream's `ft` path hands it
              to RandAugment (gray to RGB, [-1, 1], resized, back to
              uint8). Contrast and Sharpness differ by design (deviations
-             "Contrast op", "Sharpness op"; no key turns the fixes off);
-             Contrast is also run through the port's blend towards
-             upstream's target, which must then agree.
+             "Contrast op", "Sharpness op"); both also run with
+             `enhance_pixels='upstream'` (`data.enhance_pixels=upstream`),
+             which must then agree.
   eval       eval preprocessing at 64 px of raw 28x28 training images
              (gray repeated to RGB): upstream's `preprocess_image` as its
              FashionMNISTInput calls it (`ft_randaug`: scale to [-1, 1],
@@ -93,12 +93,12 @@ RA_CUTOUT_CONST, RA_TRANSLATE_CONST, RA_FILL = 40, 100, 128
 ENHANCE_OPS = ('Color', 'Contrast', 'Brightness', 'Sharpness')
 SIGNED_OPS = ('Rotate', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY')
 # Port deviations that change an op's pixels (docs/deviations.md, "Fixes of
-# plain bugs"); neither has a config key that restores upstream's version.
+# plain bugs"); data.enhance_pixels=upstream restores upstream's for both.
 EXPECTED_OP_DIFFERENCES = {
     'Contrast': 'deviation "Contrast op": blends towards the mean gray level '
-                '(upstream: pixel_count / 256); no key switches it off',
+                '(upstream: pixel_count / 256)',
     'Sharpness': 'deviation "Sharpness op": rounds the smoothed image '
-                 '(upstream truncates); no key switches it off',
+                 '(upstream truncates)',
 }
 LONG_EPOCHS = 31  # the recipe's length, checked at a sample of steps
 LONG_SAMPLES = 300
@@ -544,7 +544,7 @@ def run_port_side(args, work, data_file):
   cases = []
   sign_seeds = {s: seed_for_sign(autoaugment, tf, s) for s in (1, -1)}
   cutout_seed = [11, 3]
-  meta['cutout_centre'], meta['contrast_upstream_target'] = {}, {}
+  meta['cutout_centre'] = {}
   for size, image in aug_images.items():
     centre = port_cutout_centre(autoaugment, tf, cutout_seed, size)
     meta['cutout_centre'][size] = centre
@@ -566,15 +566,13 @@ def run_port_side(args, work, data_file):
           fn = autoaugment.make_op(op, level, RA_TRANSLATE_CONST,
                                    RA_CUTOUT_CONST, replace=(RA_FILL,) * 3)
           res['aug/' + key] = fn(x, tf.constant(seed, tf.int32)).numpy()
+          if op in EXPECTED_OP_DIFFERENCES:
+            like_upstream = autoaugment.make_op(
+                op, level, RA_TRANSLATE_CONST, RA_CUTOUT_CONST,
+                replace=(RA_FILL,) * 3, enhance_pixels='upstream')
+            res['aug_upstream_pixels/' + key] = like_upstream(
+                x, tf.constant(seed, tf.int32)).numpy()
           cases.append(case)
-    # Diagnosis of the Contrast deviation: upstream's blend target is the
-    # pixel count / 256 (a histogram's sum over 256), whatever the image.
-    upstream_target = min(255, size * size // 256)
-    meta['contrast_upstream_target'][size] = upstream_target
-    for level in MAGNITUDES:
-      res[f'aug_contrast_target/{size}px {level:g}'] = autoaugment.blend(
-          tf.fill(image.shape, tf.constant(upstream_target, tf.uint8)), x,
-          autoaugment._enhance_factor(level)).numpy()  # pylint: disable=protected-access
 
   # -- eval preprocessing -----------------------------------------------------
   eval_augnames = [config.data.augname, 'randaug']
@@ -850,20 +848,16 @@ def compare(args, config, res, meta, up, up_meta, lr_runs, cases,
     else:
       row('aug', key, result, 'ok' if pixels == 0 else 'FAIL', note)
 
-  for size in STAGE_SIZES:
-    for level in MAGNITUDES:
-      key = f'{size}px Contrast@{level:g}'
-      if 'aug/' + key not in up:
-        continue
-      diff = np.abs(
-          res[f'aug_contrast_target/{size}px {level:g}'].astype(np.int32) -
-          up['aug/' + key].astype(np.int32))
-      pixels = int(np.sum(np.any(diff > 0, axis=-1)))
-      row('aug', f"  {key}: port blend to upstream's target "
-          f'{meta["contrast_upstream_target"][size]}',
-          f'max {int(diff.max())}, {pixels} px differ',
-          'ok' if pixels == 0 else 'FAIL',
-          'the difference is the blend target alone')
+  for case in cases:
+    key = case['key']
+    if case['op'] not in EXPECTED_OP_DIFFERENCES or 'aug/' + key not in up:
+      continue
+    diff = np.abs(res['aug_upstream_pixels/' + key].astype(np.int32) -
+                  up['aug/' + key].astype(np.int32))
+    pixels = int(np.sum(np.any(diff > 0, axis=-1)))
+    row('aug', f'  {key} with data.enhance_pixels=upstream',
+        f'max {int(diff.max())}, {pixels} px differ',
+        'ok' if pixels == 0 else 'FAIL')
 
   # -- eval --
   for augname in eval_augnames:

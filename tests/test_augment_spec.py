@@ -114,6 +114,8 @@ def test_augnames_decode_as_upstreams_preprocessing_reads_them(
     (dict(fill='black'), 'data.aug_fill'),
     (dict(fill=True), 'data.aug_fill'),
     (dict(solarize_wrap='yes'), 'data.solarize_wrap'),
+    (dict(enhance_pixels='PIL'), 'data.enhance_pixels'),
+    (dict(enhance_pixels=None), 'data.enhance_pixels'),
 ])
 def test_bad_values_are_refused_naming_their_key(overrides, key):
   with pytest.raises(hparams.ConfigError) as err:

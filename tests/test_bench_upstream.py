@@ -305,6 +305,10 @@ def test_stop_after_step_must_fall_inside_the_run():
     (['--state', 'x/ckpt'], 'expected a checkpoint named ckpt-N'),
     (['--state', '/nonexistent/model.ckpt-312'],
      '--state: /nonexistent/model.ckpt-312 does not exist'),
+    (['--hparam_str', 'data.enhance_pixel=upstream'],
+     "--hparam_str: unknown config key 'data.enhance_pixel'"),
+    (['--hparam_str', 'data.enhance_pixels=gimp'],
+     "--hparam_str: data.enhance_pixels='gimp' is out of range"),
 ])
 def test_stage_switch_refuses_bad_flags_in_one_line(tmp_path, flags, message):
   config = tmp_path / 'run'

@@ -439,6 +439,61 @@ def test_solarize_at_magnitude_10_inverts_every_pixel_unless_asked_not_to():
   assert inp.augment.solarize_wrap is False
 
 
+def _upstream_contrast_target(image):
+  """Upstream's Contrast target as its ops compute it: the sum of a 256-bin
+  histogram of the gray image, over 256, clipped and cast to uint8."""
+  gray = tf.cast(tf.image.rgb_to_grayscale(image), tf.int32)
+  hist = tf.histogram_fixed_width(gray, [0, 255], nbins=256)
+  mean = tf.reduce_sum(tf.cast(hist, tf.float32)) / 256.0
+  return int(tf.cast(tf.clip_by_value(mean, 0.0, 255.0), tf.uint8))
+
+
+@pytest.mark.parametrize('size', [16, 48, 56, 64, 300])
+def test_upstream_contrast_blends_towards_a_target_set_by_the_image_size(
+    size):
+  rng = np.random.default_rng(size)
+  dark = rng.integers(0, 40, (size, size, 3)).astype(np.uint8)
+  bright = rng.integers(200, 256, (size, size, 3)).astype(np.uint8)
+  for image in (dark, bright):
+    x = tf.constant(image)
+    # Factor 0 gives the blend target itself.
+    target = autoaugment.contrast(x, 0.0, 'upstream').numpy()
+    np.testing.assert_array_equal(target, _upstream_contrast_target(x))
+  # The port's own Contrast blends towards each image's mean instead.
+  means = [int(autoaugment.contrast(tf.constant(i), 0.0).numpy()[0, 0, 0])
+           for i in (dark, bright)]
+  assert means[0] < 40 and means[1] >= 200
+
+
+def test_upstream_sharpness_truncates_the_smoothed_image():
+  image = tf.constant(np.random.default_rng(5).integers(
+      0, 256, (24, 24, 3)).astype(np.uint8))
+  rounded = autoaugment.sharpness(image, 0.0).numpy().astype(int)
+  truncated = autoaugment.sharpness(image, 0.0, 'upstream').numpy().astype(int)
+  # The one-pixel border keeps the image on both.
+  np.testing.assert_array_equal(truncated[0], image.numpy()[0])
+  np.testing.assert_array_equal(rounded[0], truncated[0])
+  inside = (rounded - truncated)[1:-1, 1:-1]
+  assert set(np.unique(inside)) == {0, 1}
+
+
+def test_enhance_pixels_key_reaches_the_training_images():
+  image = tf.cast(tf.reshape(tf.range(0, 256, 4), [8, 8, 1]), tf.uint8)
+  outputs = {pixels: preprocessing.preprocess_image(
+      image, 8, True, seed=SEED, augment=augment_spec.AugmentSpec(
+          policy='randaug', num_layers=1, magnitude=10, ops=['Contrast'],
+          enhance_pixels=pixels)).numpy()
+             for pixels in ('pil', 'upstream')}
+  assert np.abs(outputs['pil'] - outputs['upstream']).max() > 0.1
+  config = main.build_config('efficientnetv2-b0', 'fashion_mnist',
+                             'data.enhance_pixels=upstream')
+  inp = datasets.build_dataset_input(True, progressive.StageSettings(
+      16, augment_spec.AugmentSpec.from_config(config.data)), config)
+  assert inp.augment.enhance_pixels == 'upstream'
+  assert augment_spec.AugmentSpec.from_config(main.build_config(
+      'efficientnetv2-b0', 'fashion_mnist').data).enhance_pixels == 'pil'
+
+
 # -- utils_test.py --------------------------------------------------------------
 def _lr(step, **kwargs):
   args = dict(initial_lr=1.0, steps_per_epoch=None, total_steps=None,
