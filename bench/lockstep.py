@@ -9,7 +9,8 @@ Both sides start from one upstream checkpoint (`--state`: weights,
 batch-norm statistics, RMSProp slots and the global step of a run of
 `bench/upstream_vs_port.py`) and train `--steps` steps on the same batches:
 the port's own training batches for that stage and step, drawn once from
-the port run in `--config` and saved as whole levels, which both sides read.
+the port run in `--config` (at its own seed, or at `--seed`) and saved as
+whole levels, which both sides read.
 Upstream trains with the `train_op` of its own `main.py`'s `model_fn` (loss
 with weight decay, the learning-rate schedule, TF1 RMSProp, the batch-norm
 updates, EMA), under `--legacy_python`, in graph mode; the port with its
@@ -91,6 +92,9 @@ def parse_args(argv):
   parser.add_argument('--state', help="upstream's model.ckpt-N to start from")
   parser.add_argument('--steps', type=int, default=64,
                       help='steps to train (a multiple of 8)')
+  parser.add_argument('--seed', type=int, default=None,
+                      help="runtime.seed of the port's batches (default: "
+                      "--config's own)")
   parser.add_argument('--output', help='JSON file for every number')
   add_upstream_flags(parser)
   parser.add_argument('--size', type=int, help=argparse.SUPPRESS)
@@ -244,14 +248,14 @@ def _port_trainer(args, step):
   """The port's trainer at `step` with upstream's weights and slots, and
   {id(variable): its name in upstream's checkpoint}."""
   import stage_switch  # pylint: disable=import-outside-toplevel
-  trainer, work = stage_switch.port_trainer(args.config, seed=0)
+  trainer, work = stage_switch.port_trainer(args.config, args.seed)
   if step:
     trainer.checkpoints.checkpoint.read(os.path.join(
         args.config, f'ckpt-{step}')).assert_existing_objects_matched()
   stage_switch._take_upstream_state(  # pylint: disable=protected-access
       trainer, args.state, ['weights', 'slots'])
   names = {id(variable): stored for variable, stored in
-           stage_switch._upstream_keys(trainer, args.state)}  # pylint: disable=protected-access
+           stage_switch.upstream_keys(trainer, args.state)}
   return trainer, work, names
 
 

@@ -170,7 +170,7 @@ def port_trainer(config_dir, seed=None, hparam_str=''):
   return train_lib.Trainer(config, work), work
 
 
-def _upstream_keys(trainer, checkpoint):
+def upstream_keys(trainer, checkpoint):
   """[(port variable, its name in upstream's checkpoint)] for the model's
   variables ('/head/' is '/head_1/' in some of upstream's graphs)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -188,7 +188,7 @@ def _take_upstream_state(trainer, checkpoint, parts):
   reader = tf.train.load_checkpoint(checkpoint)
   index = {id(v): i for i, v in enumerate(trainer.steps.train_variables)}
   optimizer = trainer.optimizer
-  for variable, stored in _upstream_keys(trainer, checkpoint):
+  for variable, stored in upstream_keys(trainer, checkpoint):
     if 'weights' in parts:
       variable.assign(reader.get_tensor(stored))
     i = index.get(id(variable))

@@ -153,7 +153,7 @@ def initial_weights(trainer, upstream_init):
   """The port's model variables (weights and batch-norm statistics) under
   upstream's names, as in `upstream_init`."""
   return {name: variable.numpy() for variable, name in
-          stage_switch._upstream_keys(trainer, upstream_init)}  # pylint: disable=protected-access
+          stage_switch.upstream_keys(trainer, upstream_init)}
 
 
 def first_step_loss(trainer, batches):

@@ -319,6 +319,28 @@ def test_stage_switch_refuses_bad_flags_in_one_line(tmp_path, flags, message):
   assert message in bench_refusal(STAGE_SWITCH, flags)
 
 
+def test_stage_switch_trains_the_runs_own_seed_unless_told(tiny_config,
+                                                          tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  import yaml  # pylint: disable=g-import-not-at-top
+  import stage_switch  # pylint: disable=g-import-not-at-top
+  config = tiny_config('runtime.seed=5')
+  run = tmp_path / 'run'
+  run.mkdir()
+  saved = config.as_dict()
+  # A run saved before data.enhance_pixels existed.
+  del saved['data']['enhance_pixels']
+  (run / 'config.yaml').write_text(yaml.safe_dump(saved))
+  for seed, hparam_str, expected in (
+      (None, '', (5, None)), (3, 'data.enhance_pixels=upstream',
+                              (3, 'upstream'))):
+    trainer, work = stage_switch.port_trainer(str(run), seed, hparam_str)
+    shutil.rmtree(work)
+    assert (trainer.config.runtime.seed,
+            trainer.config.data.get('enhance_pixels')) == expected
+  assert stage_switch.parse_args(['--config', str(run)]).seed is None
+
+
 def test_tf_runtime_speed_times_the_model_and_each_op(tmp_path):
   output = tmp_path / 'speed.json'
   subprocess.run([sys.executable, TF_RUNTIME_SPEED, '--output', str(output),
