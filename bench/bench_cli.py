@@ -22,3 +22,10 @@ class OneLineParser(argparse.ArgumentParser):
 
   def error(self, message):
     fail(self.script_file, message)
+
+
+def check_run_folder(script_file: str, folder):
+  """Refuses `--config` unless it is a port run folder (one with the
+  config.yaml the port writes when a run starts)."""
+  if not folder or not os.path.isfile(os.path.join(folder, 'config.yaml')):
+    fail(script_file, '--config must be a port run folder with a config.yaml')

@@ -75,9 +75,7 @@ def parse_args(argv):
                       help="Welch's |t| above which a variable is flagged")
   parser.add_argument('--output', help='JSON file for the results')
   args = parser.parse_args(argv)
-  if not args.config or not os.path.isfile(
-      os.path.join(args.config, 'config.yaml')):
-    _fail('--config must be a port run folder with a config.yaml')
+  bench_cli.check_run_folder(__file__, args.config)
   try:
     args.seeds = parse_seeds(args.seeds)
   except ValueError as e:

@@ -103,9 +103,7 @@ def parse_args(argv):
     return args
   if args.steps < WINDOW or args.steps % WINDOW:
     _fail(f'--steps must be a positive multiple of {WINDOW}')
-  if not args.config or not os.path.isfile(
-      os.path.join(args.config, 'config.yaml')):
-    _fail('--config must be a port run folder with a config.yaml')
+  bench_cli.check_run_folder(__file__, args.config)
   if not args.state or not os.path.basename(args.state).startswith(
       STATE_NAME) or not args.state.rsplit('-', 1)[1].isdigit():
     _fail("--state must be upstream's checkpoint model.ckpt-N")

@@ -85,9 +85,7 @@ def parse_args(argv):
       if not getattr(args, flag):
         _fail(f'--write_upstream_stream needs --{flag}')
     return args
-  if not args.config or not os.path.isfile(
-      os.path.join(args.config, 'config.yaml')):
-    _fail('--config must be a port run folder with a config.yaml')
+  bench_cli.check_run_folder(__file__, args.config)
   if args.state and args.init:
     _fail('give --state (go on from a stage end) or --init (start a run), '
           'not both')

@@ -58,9 +58,7 @@ def parse_args(argv):
                       help="batches of the next stage to measure the loss on")
   parser.add_argument('--output', help='JSON file for the rows')
   args = parser.parse_args(argv)
-  if not args.config or not os.path.isfile(
-      os.path.join(args.config, 'config.yaml')):
-    _fail('--config must be a port run folder with a config.yaml')
+  bench_cli.check_run_folder(__file__, args.config)
   if args.batches < 1:
     _fail('--batches must be at least 1')
   if not args.states:

@@ -65,9 +65,7 @@ def parse_args(argv):
     return args
   if args.after < WINDOW or args.after % WINDOW:
     _fail(f'--after must be a positive multiple of {WINDOW}')
-  if not args.config or not os.path.isfile(
-      os.path.join(args.config, 'config.yaml')):
-    _fail('--config must be a port run folder with a config.yaml')
+  bench_cli.check_run_folder(__file__, args.config)
   if not args.upstream_run or not all(os.path.isfile(os.path.join(
       args.upstream_run, name)) for name in ('config.yaml',
                                              INIT_NAME + '.index')):
