@@ -2,9 +2,10 @@
 
 `data.augname` and the settings that go with it (RandAugment's layers and
 magnitude, its op list, the translate/cutout pixel constants, the fill colour,
-Solarize's wrap, the Contrast and Sharpness pixels) are read from the config and checked in one place,
-`AugmentSpec.from_config`, and travel whole from there to the pipeline. A
-progressive-learning stage changes only the magnitude (`at_magnitude`).
+Solarize's wrap, the Contrast and Sharpness pixels) are read from the config
+and checked in one place, `AugmentSpec.from_config`, and travel whole from
+there to the pipeline. A progressive-learning stage changes only the
+magnitude (`at_magnitude`).
 
 The names are upstream's `augname` values, decoded here once:
 
