@@ -179,8 +179,8 @@ def correlations(draws_by_name):
 
 # -- drawing and reading -------------------------------------------------------
 def port_draws(config, seeds):
-  """{upstream name: [the port's initial values, one per seed]}, and the
-  names' shapes, for the model of the run in `config`."""
+  """{upstream name: [the port's initial values, one per seed]} for the
+  model of the run in `config`."""
   import stage_switch  # pylint: disable=import-outside-toplevel
   draws = {}
   for seed in seeds:
@@ -203,15 +203,16 @@ def pretrained_names(trainer):
 
 
 def upstream_draws(checkpoints, names):
-  """{name: [the value in each checkpoint]}; a name a checkpoint lacks
-  (some of upstream's graphs say /head_1/ for /head/) is looked up there."""
+  """{name: [the value in each checkpoint]}, each name as that checkpoint
+  spells it (`stage_switch.stored_name`)."""
+  import stage_switch  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   draws = {}
   for path in checkpoints:
     reader = tf.train.load_checkpoint(path)
     stored = set(reader.get_variable_to_shape_map())
     for name in names:
-      key = name if name in stored else name.replace('/head/', '/head_1/')
+      key = stage_switch.stored_name(name, stored)
       if key not in stored:
         _fail(f'--upstream: {path} has no variable {name!r}: is it a '
               "checkpoint of the same model as --config's?")

@@ -148,22 +148,23 @@ def port_trainer(config_dir, seed=None, hparam_str=''):
   """The port's trainer for the run in `config_dir` (its config.yaml), at
   its initial weights, in a scratch folder; `seed` replaces the run's own
   runtime.seed unless None, and `hparam_str` ('data.x=1,...') overrides
-  its config. Returns (trainer, the folder to delete)."""
+  its config, which is then checked as a new run's is. A key the saved
+  config lacks (added after that run started) has today's default, as on
+  resume. Returns (trainer, the folder to delete)."""
   import copy  # pylint: disable=import-outside-toplevel
   import yaml  # pylint: disable=import-outside-toplevel
-  from automl_effnetv2 import augment_spec  # pylint: disable=import-outside-toplevel
+  from automl_effnetv2 import config_checks  # pylint: disable=import-outside-toplevel
   from automl_effnetv2 import hparams  # pylint: disable=import-outside-toplevel
+  from automl_effnetv2 import strategy_choice  # pylint: disable=import-outside-toplevel
   from automl_effnetv2 import train_lib  # pylint: disable=import-outside-toplevel
+  config = copy.deepcopy(hparams.base_config)
   with open(os.path.join(config_dir, 'config.yaml'), encoding='utf-8') as f:
-    config = hparams.Config(yaml.safe_load(f))
+    config.update(yaml.safe_load(f))
   if seed is not None:
     config.runtime.seed = seed
   if hparam_str:
-    # Checked against today's keys: a run saved before a key existed lacks
-    # it in its config.yaml.
-    copy.deepcopy(hparams.base_config).override(hparam_str)
-    config.override(hparam_str, allow_new_keys=True)
-    augment_spec.AugmentSpec.from_config(config.data)  # Checks its values.
+    config.override(hparam_str)
+    config_checks.validate(config, strategy_choice.STRATEGIES)
   work = tempfile.mkdtemp(prefix='stage_switch_')
   return train_lib.Trainer(config, work), work
 
@@ -176,8 +177,13 @@ def upstream_keys(trainer, checkpoint):
   source = pretrained.read_weights(checkpoint)
   plan = pretrained.plan_loading(trainer.model, source, use_ema=False)
   names = set(tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map())
-  return [(variable, key if key in names else key.replace('/head/', '/head_1/'))
-          for variable, key in plan.assign]
+  return [(variable, stored_name(key, names)) for variable, key in plan.assign]
+
+
+def stored_name(name, stored):
+  """Upstream's name `name` as a checkpoint holding the names `stored` spells
+  it: '/head/' is '/head_1/' in some of upstream's graphs."""
+  return name if name in stored else name.replace('/head/', '/head_1/')
 
 
 def _take_upstream_state(trainer, checkpoint, parts):

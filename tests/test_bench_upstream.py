@@ -328,11 +328,11 @@ def test_stage_switch_trains_the_runs_own_seed_unless_told(tiny_config,
   run = tmp_path / 'run'
   run.mkdir()
   saved = config.as_dict()
-  # A run saved before data.enhance_pixels existed.
+  # A run saved before data.enhance_pixels existed: today's default.
   del saved['data']['enhance_pixels']
   (run / 'config.yaml').write_text(yaml.safe_dump(saved))
   for seed, hparam_str, expected in (
-      (None, '', (5, None)), (3, 'data.enhance_pixels=upstream',
+      (None, '', (5, 'pil')), (3, 'data.enhance_pixels=upstream',
                               (3, 'upstream'))):
     trainer, work = stage_switch.port_trainer(str(run), seed, hparam_str)
     shutil.rmtree(work)
