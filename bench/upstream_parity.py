@@ -676,6 +676,14 @@ class _PlanNumbers:
     self.total_steps = total_steps
 
 
+def _pixels_apart(a, b):
+  """(largest level difference, pixels with any channel apart) of two uint8
+  images."""
+  import numpy as np
+  diff = np.abs(np.asarray(a, np.int32) - np.asarray(b, np.int32))
+  return int(diff.max()), int(np.sum(np.any(diff > 0, axis=-1)))
+
+
 def _diff(a, b):
   import numpy as np
   a = np.asarray(a, np.float64)
@@ -833,12 +841,9 @@ def compare(args, config, res, meta, up, up_meta, lr_runs, cases,
     if error:
       row('aug', key, f'upstream error: {error[:80]}', 'FAIL', note)
       continue
-    a = res['aug/' + key].astype(np.int32)
-    b = up['aug/' + key].astype(np.int32)
-    diff = np.abs(a - b)
-    pixels = int(np.sum(np.any(diff > 0, axis=-1)))
-    result = f'max {int(diff.max())}, {pixels} px differ'
-    meta['aug_diff'][key] = dict(max_abs=int(diff.max()), pixels=pixels,
+    max_abs, pixels = _pixels_apart(res['aug/' + key], up['aug/' + key])
+    result = f'max {max_abs}, {pixels} px differ'
+    meta['aug_diff'][key] = dict(max_abs=max_abs, pixels=pixels,
                                  args=up_meta['aug_args'].get(key))
     if case['op'] in ENHANCE_OPS and case['level'] == 5:
       note = 'factor 1.0: both return the image unchanged'
@@ -852,11 +857,10 @@ def compare(args, config, res, meta, up, up_meta, lr_runs, cases,
     key = case['key']
     if case['op'] not in EXPECTED_OP_DIFFERENCES or 'aug/' + key not in up:
       continue
-    diff = np.abs(res['aug_upstream_pixels/' + key].astype(np.int32) -
-                  up['aug/' + key].astype(np.int32))
-    pixels = int(np.sum(np.any(diff > 0, axis=-1)))
+    max_abs, pixels = _pixels_apart(res['aug_upstream_pixels/' + key],
+                                    up['aug/' + key])
     row('aug', f'  {key} with data.enhance_pixels=upstream',
-        f'max {int(diff.max())}, {pixels} px differ',
+        f'max {max_abs}, {pixels} px differ',
         'ok' if pixels == 0 else 'FAIL')
 
   # -- eval --
