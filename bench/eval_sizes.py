@@ -16,7 +16,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import bench_cli  # noqa: E402  pylint: disable=wrong-import-position
+bench_cli.quiet_tensorflow_import()
 
 from automl_effnetv2 import hparams  # noqa: E402
 from automl_effnetv2 import run_dir  # noqa: E402

@@ -237,6 +237,7 @@ def _print(label, means):
 
 
 def run_port_side(args):
+  bench_cli.quiet_tensorflow_import()
   import numpy as np  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from automl_effnetv2 import hparams  # pylint: disable=import-outside-toplevel

@@ -14,15 +14,13 @@ single ops in B0's shapes at 64 px, forward and gradient, each inside a
 `tf.function`. Medians of several timed calls after warm-up calls.
 """
 import json
-import os
 import statistics
 import sys
 import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
-
 import bench_cli  # pylint: disable=wrong-import-position
+bench_cli.quiet_tensorflow_import()
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # (name, input shape NHWC, kernel size, output channels or None for
 # depthwise, stride): convolutions shaped like B0's at 64 px, batch 128.
