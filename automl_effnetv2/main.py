@@ -23,6 +23,9 @@ if __package__ in (None, ''):  # `python main.py` from inside the package.
       __file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from automl_effnetv2 import tf_import
+tf_import.quietly()  # Before anything imports TensorFlow.
+
 from absl import app
 from absl import flags
 from absl import logging

@@ -1,37 +1,20 @@
 """Command-line errors of the bench scripts: one line that names the script
 and the problem, exit status 2 (argparse's usage block left out)."""
 import argparse
-import importlib
 import os
 import sys
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def quiet_tensorflow_import():
-  """Imports TensorFlow with TF_CPP_MIN_LOG_LEVEL at 2 unless set, and
-  keeps what TensorFlow's C++ side prints while it loads off stderr when that
-  level hides anything.
-
-  On CPUs where TensorFlow turns its oneDNN operations on (those with
-  AVX-512, for one), TensorFlow 2.21 logs a notice through absl while it
-  loads, before it reads its log level, so the variable does not hide it and
-  a one-line refusal would come under four lines of notices. Python errors
-  of the import still show: stderr is back before they propagate.
-  """
+  """Imports TensorFlow with TF_CPP_MIN_LOG_LEVEL at 2 unless set, through
+  the package's tf_import (which keeps its load-time notices off stderr)."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  if 'tensorflow' in sys.modules or os.environ['TF_CPP_MIN_LOG_LEVEL'] in (
-      '', '0'):
-    importlib.import_module('tensorflow')
-    return
-  sys.stderr.flush()
-  saved = os.dup(2)
-  devnull = os.open(os.devnull, os.O_WRONLY)
-  try:
-    os.dup2(devnull, 2)
-    importlib.import_module('tensorflow')
-  finally:
-    os.dup2(saved, 2)
-    os.close(saved)
-    os.close(devnull)
+  if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+  from automl_effnetv2 import tf_import  # pylint: disable=import-outside-toplevel
+  tf_import.quietly()
 
 
 def fail(script_file: str, message: str):
